@@ -1,0 +1,1 @@
+"""agent-orders: order capture and tracking tools for conversational sales agents."""

@@ -1,0 +1,61 @@
+"""Settings read once from the environment (and an optional `.env`)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob of agent-orders. Field names map to the upper-case variables."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    database_url: str | None = None
+    """Any PostgreSQL 15+ (Supabase included). Unset: the embedded server."""
+
+    data_dir: Path = Field(Path(".agent-orders"), validation_alias="AGENT_ORDERS_DATA_DIR")
+    """Where the embedded server keeps its data (`<data_dir>/pgdata`)."""
+
+    public_url: str = Field("http://127.0.0.1:8000", validation_alias="AGENT_ORDERS_PUBLIC_URL")
+    """Base of the tracking links handed to customers."""
+
+    secret_key: SecretStr | None = Field(None, validation_alias="AGENT_ORDERS_SECRET_KEY")
+    """Signs tracking links. Unset: a random key generated once and kept in the database."""
+
+    prepared_statements: bool | None = Field(None, validation_alias="AGENT_ORDERS_PREPARE")
+    """Server-side prepared statements. Unset: off for transaction poolers, on elsewhere."""
+
+    pool_min_size: int = Field(1, validation_alias="AGENT_ORDERS_POOL_MIN")
+    pool_max_size: int = Field(10, validation_alias="AGENT_ORDERS_POOL_MAX")
+    pool_timeout: float = Field(5.0, validation_alias="AGENT_ORDERS_POOL_TIMEOUT")
+    """Seconds to wait for a free connection before giving up (the API answers 503)."""
+
+    auth_jwt_secret: SecretStr | None = None
+    supabase_url: str | None = None
+    auth_jwt_audience: str = "authenticated"
+
+    openai_api_key: SecretStr | None = None
+    openai_base_url: str | None = None
+    model: str = Field("gpt-4o-mini", validation_alias="AGENT_ORDERS_MODEL")
+
+    draft_ttl_seconds: int = Field(1800, validation_alias="AGENT_ORDERS_DRAFT_TTL")
+    """How long a drafted order (or cancellation) waits for the customer's yes."""
+
+    def use_prepared_statements(self) -> bool:
+        if self.prepared_statements is not None:
+            return self.prepared_statements
+        if not self.database_url:
+            return True
+        # Supavisor / PgBouncer in transaction mode cannot keep prepared statements.
+        parts = urlsplit(self.database_url)
+        return not (parts.port == 6543 or "pooler" in (parts.hostname or ""))
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

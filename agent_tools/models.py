@@ -1,0 +1,325 @@
+"""Domain types: what the service accepts and returns. Money is always `Decimal`."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Annotated, Any
+from uuid import UUID
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+
+MAX_LINES = 100
+MAX_QUANTITY = 1000
+
+
+class OrderStatus(StrEnum):
+    pending = "pending"
+    confirmed = "confirmed"
+    processing = "processing"
+    packaged = "packaged"
+    shipped = "shipped"
+    delivered = "delivered"
+    cancelled = "cancelled"
+
+
+FLOW: tuple[OrderStatus, ...] = (
+    OrderStatus.pending,
+    OrderStatus.confirmed,
+    OrderStatus.processing,
+    OrderStatus.packaged,
+    OrderStatus.shipped,
+    OrderStatus.delivered,
+)
+"""The forward path. Any forward step may skip states."""
+
+FINAL = frozenset({OrderStatus.delivered, OrderStatus.cancelled})
+CANCELLABLE = frozenset(FLOW[: FLOW.index(OrderStatus.shipped)])
+
+
+def allowed_next(current: OrderStatus) -> list[OrderStatus]:
+    """Every status an order in `current` may move to, in display order."""
+    if current in FINAL:
+        return []
+    later = list(FLOW[FLOW.index(current) + 1 :])
+    return [*later, OrderStatus.cancelled] if current in CANCELLABLE else later
+
+
+class Actor(StrEnum):
+    owner = "owner"
+    agent = "agent"
+    customer = "customer"
+    system = "system"
+
+
+class PaymentStatus(StrEnum):
+    pending = "pending"
+    paid = "paid"
+    refunded = "refunded"
+    failed = "failed"
+
+
+def _money(v: Decimal) -> Decimal:
+    if v != v.quantize(Decimal("0.01")):
+        raise ValueError("must have at most 2 decimal places")
+    return v.quantize(Decimal("0.01"))
+
+
+Money = Annotated[Decimal, Field(ge=0, le=Decimal("9999999999.99")), AfterValidator(_money)]
+Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
+Sku = Annotated[
+    str, StringConstraints(strip_whitespace=True, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+]
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+ShortText = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)]
+Note = Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000)]
+Phone = Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^\+?[0-9 ()./-]{5,32}$")]
+Quantity = Annotated[int, Field(ge=1, le=MAX_QUANTITY)]
+
+
+def _lower_email(v: str | None) -> str | None:
+    return v.lower() if v else v
+
+
+Email = Annotated[EmailStr, AfterValidator(_lower_email)]
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ---- agents and catalog -----------------------------------------------------------
+
+
+class AgentIn(_In):
+    name: Name
+    currency: Currency = "USD"
+    shipping_fee: Money = Decimal("0.00")
+
+
+class AgentSettings(_In):
+    name: Name | None = None
+    currency: Currency | None = None
+    shipping_fee: Money | None = None
+
+
+class Agent(BaseModel):
+    id: UUID
+    owner_id: UUID
+    name: str
+    currency: str
+    shipping_fee: Decimal
+    created_at: datetime
+    updated_at: datetime
+
+
+class ProductIn(_In):
+    sku: Sku
+    name: Name
+    description: Note = ""
+    unit_price: Money
+    stock: Annotated[int, Field(ge=0, le=10_000_000)] | None = None
+    """`None`: stock is not tracked."""
+    active: bool = True
+
+
+class Product(BaseModel):
+    id: UUID
+    agent_id: UUID
+    sku: str
+    name: str
+    description: str
+    unit_price: Decimal
+    stock: int | None
+    active: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+# ---- orders -------------------------------------------------------------------------
+
+
+class Address(_In):
+    line1: Name
+    line2: ShortText | None = None
+    city: Name
+    region: ShortText | None = None
+    postal_code: Annotated[str, StringConstraints(strip_whitespace=True, max_length=20)] | None = (
+        None
+    )
+    country: Annotated[
+        str, StringConstraints(strip_whitespace=True, to_upper=True, pattern=r"^[A-Za-z]{2}$")
+    ]
+    """ISO 3166-1 alpha-2, e.g. "US"."""
+
+
+class Customer(_In):
+    name: Name
+    email: Email | None = None
+    phone: Phone | None = None
+
+
+class ItemIn(_In):
+    """A catalog line: priced from the catalog, stock reserved."""
+
+    sku: Sku
+    quantity: Quantity
+
+
+class CustomLineIn(_In):
+    """An owner-priced line for manual orders; touches no stock."""
+
+    name: Name
+    quantity: Quantity
+    unit_price: Money
+    sku: Sku | None = None
+
+
+class NewOrder(_In):
+    agent_id: UUID
+    customer: Customer
+    shipping_address: Address
+    items: Annotated[list[ItemIn], Field(max_length=MAX_LINES)] = []
+    custom_lines: Annotated[list[CustomLineIn], Field(max_length=MAX_LINES)] = []
+    currency: Currency | None = None
+    """If given, must equal the agent's currency."""
+    payment_method: ShortText | None = None
+    payment_status: PaymentStatus = PaymentStatus.pending
+    customer_notes: Note | None = None
+    internal_notes: Note | None = None
+    conversation_id: ShortText | None = None
+    metadata: dict[str, Any] = {}
+
+    @model_validator(mode="after")
+    def _lines(self) -> NewOrder:
+        n = len(self.items) + len(self.custom_lines)
+        if n == 0:
+            raise ValueError("an order needs at least one item")
+        if n > MAX_LINES:
+            raise ValueError(f"an order has at most {MAX_LINES} lines")
+        return self
+
+    @field_validator("metadata")
+    @classmethod
+    def _small_metadata(cls, v: dict[str, Any]) -> dict[str, Any]:
+        import json
+
+        if len(json.dumps(v, default=str)) > 8000:
+            raise ValueError("metadata is limited to 8000 bytes of JSON")
+        return v
+
+
+class LineItem(BaseModel):
+    sku: str | None
+    name: str
+    quantity: int
+    unit_price: Decimal
+    line_total: Decimal
+    stock_reserved: bool = False
+
+
+class Order(BaseModel):
+    id: UUID
+    order_number: str
+    agent_id: UUID
+    owner_id: UUID
+    conversation_id: str | None
+    customer_name: str
+    customer_email: str | None
+    customer_phone: str | None
+    shipping_address: dict[str, Any]
+    line_items: list[LineItem]
+    subtotal: Decimal
+    shipping_fee: Decimal
+    total: Decimal
+    currency: str
+    status: OrderStatus
+    tracking_number: str | None
+    carrier: str | None
+    estimated_delivery: date | None
+    customer_notes: str | None
+    internal_notes: str | None
+    payment_status: PaymentStatus
+    payment_method: str | None
+    metadata: dict[str, Any]
+    version: int
+    created_at: datetime
+    updated_at: datetime
+    shipped_at: datetime | None
+    delivered_at: datetime | None
+    cancelled_at: datetime | None
+
+
+class OrderEvent(BaseModel):
+    id: int
+    order_id: UUID
+    kind: str
+    from_status: OrderStatus | None
+    to_status: OrderStatus | None
+    note: str | None
+    actor: Actor
+    customer_visible: bool
+    conversation_id: str | None
+    tool_call_id: str | None
+    data: dict[str, Any]
+    created_at: datetime
+
+
+class StatusChange(_In):
+    status: OrderStatus
+    note: Note | None = None
+    tracking_number: (
+        Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)] | None
+    ) = None
+    carrier: (
+        Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)] | None
+    ) = None
+    estimated_delivery: date | None = None
+    expected_version: int | None = None
+    """Optimistic concurrency: refuse if the order changed since this version was read."""
+
+
+class Provenance(_In):
+    """Who caused a change, kept on its event so a dispute can be replayed."""
+
+    actor: Actor = Actor.system
+    conversation_id: str | None = None
+    tool_call_id: str | None = None
+
+
+class OrderFilter(_In):
+    agent_id: UUID | None = None
+    statuses: list[OrderStatus] = []
+    search: Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)] | None = None
+    created_from: datetime | None = None
+    created_to: datetime | None = None
+    customer_email: Email | None = None
+    conversation_id: str | None = None
+
+
+class OrderPage(BaseModel):
+    orders: list[Order]
+    next_cursor: str | None
+
+
+class DayCount(BaseModel):
+    day: date
+    orders: int
+
+
+class Stats(BaseModel):
+    total_orders: int
+    revenue: dict[str, Decimal]
+    """Per currency, cancelled orders excluded."""
+    by_status: dict[str, int]
+    per_day: list[DayCount]

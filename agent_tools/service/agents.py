@@ -1,0 +1,75 @@
+"""Agents: one store's sales agent, its currency and flat shipping fee."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from agent_tools.db import Conn
+from agent_tools.errors import NotFound, parse
+from agent_tools.models import Agent, AgentIn, AgentSettings
+
+_COLUMNS = "id, owner_id, name, currency, shipping_fee, created_at, updated_at"
+
+
+async def create_agent(conn: Conn, owner_id: UUID, data: AgentIn | dict[str, object]) -> Agent:
+    new = parse(AgentIn, data)
+    cur = await conn.execute(
+        "insert into agent_orders.agents (owner_id, name, currency, shipping_fee)"
+        " values (%(owner)s, %(name)s, %(currency)s, %(fee)s) returning " + _COLUMNS,
+        {"owner": owner_id, "name": new.name, "currency": new.currency, "fee": new.shipping_fee},
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return Agent.model_validate(row)
+
+
+async def get_agent(conn: Conn, agent_id: UUID, *, owner_id: UUID | None = None) -> Agent:
+    """The agent, if it exists and (when `owner_id` is given) belongs to that owner."""
+    cur = await conn.execute(
+        "select " + _COLUMNS + " from agent_orders.agents"
+        " where id = %(id)s and (%(owner)s::uuid is null or owner_id = %(owner)s)",
+        {"id": agent_id, "owner": owner_id},
+    )
+    row = await cur.fetchone()
+    if row is None:
+        raise NotFound(f"no agent {agent_id}")
+    return Agent.model_validate(row)
+
+
+async def list_agents(conn: Conn, owner_id: UUID) -> list[Agent]:
+    cur = await conn.execute(
+        "select " + _COLUMNS + " from agent_orders.agents where owner_id = %(owner)s"
+        " order by created_at, id",
+        {"owner": owner_id},
+    )
+    return [Agent.model_validate(r) for r in await cur.fetchall()]
+
+
+async def update_agent(
+    conn: Conn,
+    agent_id: UUID,
+    data: AgentSettings | dict[str, object],
+    *,
+    owner_id: UUID | None = None,
+) -> Agent:
+    change = parse(AgentSettings, data)
+    cur = await conn.execute(
+        "update agent_orders.agents set"
+        " name = coalesce(%(name)s, name),"
+        " currency = coalesce(%(currency)s, currency),"
+        " shipping_fee = coalesce(%(fee)s, shipping_fee),"
+        " updated_at = now()"
+        " where id = %(id)s and (%(owner)s::uuid is null or owner_id = %(owner)s)"
+        " returning " + _COLUMNS,
+        {
+            "id": agent_id,
+            "owner": owner_id,
+            "name": change.name,
+            "currency": change.currency,
+            "fee": change.shipping_fee,
+        },
+    )
+    row = await cur.fetchone()
+    if row is None:
+        raise NotFound(f"no agent {agent_id}")
+    return Agent.model_validate(row)

@@ -1,0 +1,108 @@
+"""The catalog: an agent's products, their prices and stock."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from uuid import UUID
+
+from agent_tools.db import Conn
+from agent_tools.errors import ValidationFailed, parse
+from agent_tools.models import Product, ProductIn
+from agent_tools.service.agents import get_agent
+
+_COLUMNS = "id, agent_id, sku, name, description, unit_price, stock, active, created_at, updated_at"
+MAX_BATCH = 1000
+
+
+async def upsert_products(
+    conn: Conn,
+    agent_id: UUID,
+    products: Sequence[ProductIn | dict[str, object]],
+    *,
+    owner_id: UUID | None = None,
+) -> list[Product]:
+    """Insert or update products by sku, all or nothing."""
+    items = [parse(ProductIn, p) for p in products]
+    if not items:
+        raise ValidationFailed("no products given", field="products")
+    if len(items) > MAX_BATCH:
+        raise ValidationFailed(f"at most {MAX_BATCH} products per call", field="products")
+    skus = [p.sku for p in items]
+    if len(set(skus)) != len(skus):
+        raise ValidationFailed("the same sku appears twice", field="products")
+    await get_agent(conn, agent_id, owner_id=owner_id)
+    async with conn.transaction():
+        cur = await conn.execute(
+            "insert into agent_orders.products"
+            " (agent_id, sku, name, description, unit_price, stock, active)"
+            " select %(agent)s, * from unnest("
+            "   %(sku)s::text[], %(name)s::text[], %(description)s::text[],"
+            "   %(price)s::numeric[], %(stock)s::int[], %(active)s::bool[])"
+            " on conflict (agent_id, sku) do update set"
+            "   name = excluded.name, description = excluded.description,"
+            "   unit_price = excluded.unit_price, stock = excluded.stock,"
+            "   active = excluded.active, updated_at = now()"
+            " returning " + _COLUMNS,
+            {
+                "agent": agent_id,
+                "sku": skus,
+                "name": [p.name for p in items],
+                "description": [p.description for p in items],
+                "price": [p.unit_price for p in items],
+                "stock": [p.stock for p in items],
+                "active": [p.active for p in items],
+            },
+        )
+        rows = await cur.fetchall()
+    return sorted((Product.model_validate(r) for r in rows), key=lambda p: p.sku)
+
+
+async def list_products(
+    conn: Conn, agent_id: UUID, *, owner_id: UUID | None = None, include_inactive: bool = True
+) -> list[Product]:
+    await get_agent(conn, agent_id, owner_id=owner_id)
+    cur = await conn.execute(
+        "select " + _COLUMNS + " from agent_orders.products where agent_id = %(agent)s"
+        " and (%(all)s or active) order by sku",
+        {"agent": agent_id, "all": include_inactive},
+    )
+    return [Product.model_validate(r) for r in await cur.fetchall()]
+
+
+def _like(text: str) -> str:
+    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+async def search_products(
+    conn: Conn, agent_id: UUID, query: str | None, *, limit: int = 10
+) -> list[Product]:
+    """Active products whose sku or name matches `query` (every word), exact sku first."""
+    limit = max(1, min(limit, 50))
+    words = (query or "").split()[:8]
+    cur = await conn.execute(
+        "select " + _COLUMNS + " from agent_orders.products"
+        " where agent_id = %(agent)s and active"
+        " and (select bool_and(name ilike w or sku ilike w) from unnest(%(words)s::text[]) w)"
+        "     is not false"
+        " order by (lower(sku) = lower(%(q)s)) desc, name limit %(limit)s",
+        {"agent": agent_id, "words": [_like(w) for w in words], "q": query or "", "limit": limit},
+    )
+    return [Product.model_validate(r) for r in await cur.fetchall()]
+
+
+async def products_by_sku(conn: Conn, agent_id: UUID, skus: Sequence[str]) -> dict[str, Product]:
+    cur = await conn.execute(
+        "select " + _COLUMNS + " from agent_orders.products"
+        " where agent_id = %(agent)s and sku = any(%(skus)s)",
+        {"agent": agent_id, "skus": list(skus)},
+    )
+    return {r["sku"]: Product.model_validate(r) for r in await cur.fetchall()}
+
+
+async def all_skus(conn: Conn, agent_id: UUID) -> list[str]:
+    """Every active sku of the agent, for "did you mean" hints."""
+    cur = await conn.execute(
+        "select sku from agent_orders.products where agent_id = %(agent)s and active order by sku",
+        {"agent": agent_id},
+    )
+    return [r["sku"] for r in await cur.fetchall()]

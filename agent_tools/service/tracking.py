@@ -1,0 +1,188 @@
+"""What a customer may see of an order: tracking links, redaction, carrier links.
+
+The public JSON endpoint, the tracking page and the `get_order_status` tool all build their
+answer here, so they can never disagree about what is shown to whom.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+from datetime import date, datetime
+from decimal import Decimal
+from urllib.parse import quote
+
+from pydantic import BaseModel
+
+from agent_tools.config import Settings, get_settings
+from agent_tools.db import Conn
+from agent_tools.errors import NotFound
+from agent_tools.models import FLOW, Order, OrderEvent, OrderStatus
+from agent_tools.service.orders import get_order, list_events
+
+_keys: dict[tuple[str, str, str], bytes] = {}
+
+CARRIER_LINKS = {
+    "ups": "https://www.ups.com/track?tracknum={n}",
+    "usps": "https://tools.usps.com/go/TrackConfirmAction?tLabels={n}",
+    "fedex": "https://www.fedex.com/fedextrack/?trknbr={n}",
+    "dhl": "https://www.dhl.com/global-en/home/tracking/tracking-express.html?tracking-id={n}",
+}
+
+
+async def signing_key(conn: Conn, settings: Settings | None = None) -> bytes:
+    """The key behind tracking tokens: configured, or generated once and kept in the database."""
+    settings = settings or get_settings()
+    if settings.secret_key is not None:
+        return settings.secret_key.get_secret_value().encode()
+    ident = (str(conn.info.host), str(conn.info.port), conn.info.dbname)
+    key = _keys.get(ident)
+    if key is None:
+        await conn.execute(
+            "insert into agent_orders.instance (secret_key) values (%(k)s) on conflict do nothing",
+            {"k": secrets.token_urlsafe(32)},
+        )
+        cur = await conn.execute("select secret_key from agent_orders.instance")
+        row = await cur.fetchone()
+        assert row is not None
+        key = _keys[ident] = row["secret_key"].encode()
+    return key
+
+
+def tracking_token(key: bytes, order_id: object) -> str:
+    """192 bits of HMAC over the order's id: unguessable, valid for that one order."""
+    mac = hmac.new(key, f"track:{order_id}".encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(mac[:24]).decode()
+
+
+def tracking_url(key: bytes, order: Order, settings: Settings | None = None) -> str:
+    base = (settings or get_settings()).public_url.rstrip("/")
+    return f"{base}/track/{order.order_number}?token={tracking_token(key, order.id)}"
+
+
+def carrier_url(carrier: str | None, number: str | None) -> str | None:
+    if not carrier or not number:
+        return None
+    pattern = CARRIER_LINKS.get(carrier.strip().lower())
+    return pattern.format(n=quote(number, safe="")) if pattern else None
+
+
+class TrackedItem(BaseModel):
+    name: str
+    quantity: int
+
+
+class TrackedEvent(BaseModel):
+    at: datetime
+    kind: str
+    status: OrderStatus | None
+    note: str | None
+
+
+class Contact(BaseModel):
+    """Shown only to the order's customer (matching email or tracking token)."""
+
+    name: str
+    email: str | None
+    phone: str | None
+    shipping_address: dict[str, str]
+    total: Decimal
+    subtotal: Decimal
+    shipping_fee: Decimal
+
+
+class TrackingView(BaseModel):
+    order_number: str
+    status: OrderStatus
+    progress: int
+    """Steps done out of the six of the normal flow; 0 when cancelled."""
+    steps: list[OrderStatus]
+    created_at: datetime
+    updated_at: datetime
+    items: list[TrackedItem]
+    currency: str
+    carrier: str | None
+    tracking_number: str | None
+    carrier_url: str | None
+    estimated_delivery: date | None
+    delivered_at: datetime | None
+    city: str | None
+    country: str | None
+    timeline: list[TrackedEvent]
+    full: bool
+    """Whether the personal details below are included."""
+    customer: Contact | None
+
+
+def build_view(order: Order, events: list[OrderEvent], *, full: bool) -> TrackingView:
+    address = order.shipping_address
+    progress = 0 if order.status == OrderStatus.cancelled else FLOW.index(order.status) + 1
+    return TrackingView(
+        order_number=order.order_number,
+        status=order.status,
+        progress=progress,
+        steps=list(FLOW),
+        created_at=order.created_at,
+        updated_at=order.updated_at,
+        items=[TrackedItem(name=ln.name, quantity=ln.quantity) for ln in order.line_items],
+        currency=order.currency,
+        carrier=order.carrier,
+        tracking_number=order.tracking_number,
+        carrier_url=carrier_url(order.carrier, order.tracking_number),
+        estimated_delivery=order.estimated_delivery,
+        delivered_at=order.delivered_at,
+        city=address.get("city"),
+        country=address.get("country"),
+        timeline=[
+            TrackedEvent(at=e.created_at, kind=e.kind, status=e.to_status, note=e.note)
+            for e in events
+            if e.customer_visible
+        ],
+        full=full,
+        customer=Contact(
+            name=order.customer_name,
+            email=order.customer_email,
+            phone=order.customer_phone,
+            shipping_address={k: str(v) for k, v in address.items()},
+            total=order.total,
+            subtotal=order.subtotal,
+            shipping_fee=order.shipping_fee,
+        )
+        if full
+        else None,
+    )
+
+
+async def track(
+    conn: Conn,
+    order_number: str,
+    *,
+    email: str | None = None,
+    token: str | None = None,
+    agent_id: object = None,
+) -> TrackingView:
+    """The public view of an order. Personal details only with the matching email or token.
+
+    A wrong email is answered exactly like an unknown number, so the two cannot be told apart.
+    """
+    try:
+        order = await get_order(conn, order_number, agent_id=agent_id)  # type: ignore[arg-type]
+    except NotFound:
+        raise NotFound(
+            "no order with that number and email", hint="check the order number"
+        ) from None
+    full = False
+    if token:
+        key = await signing_key(conn)
+        full = hmac.compare_digest(token.encode(), tracking_token(key, order.id).encode())
+    if email is not None and not full:
+        given = email.strip().lower()
+        if not order.customer_email or not hmac.compare_digest(
+            given.encode(), order.customer_email.encode()
+        ):
+            raise NotFound("no order with that number and email", hint="check the order number")
+        full = True
+    events = await list_events(conn, order.id, customer_visible_only=True)
+    return build_view(order, events, full=full)
