@@ -136,6 +136,16 @@ class TestCreateOrder:
                 ValidationFailed,
             ),
             ({"total": "0.01"}, ValidationFailed),
+            ({"customer": {"name": "Ann\x00", "email": "ann@example.com"}}, ValidationFailed),
+            (
+                {
+                    "items": [],
+                    "custom_lines": [
+                        {"name": "Yacht", "quantity": 1000, "unit_price": "9999999999.99"}
+                    ],
+                },
+                ValidationFailed,
+            ),
         ],
     )
     async def test_bad_input_is_refused_and_writes_nothing(

@@ -78,14 +78,15 @@ async def search_products(
 ) -> list[Product]:
     """Active products whose sku or name matches `query` (every word), exact sku first."""
     limit = max(1, min(limit, 50))
-    words = (query or "").split()[:8]
+    query = (query or "").replace("\x00", "")[:200]
+    words = query.split()[:8]
     cur = await conn.execute(
         "select " + _COLUMNS + " from agent_orders.products"
         " where agent_id = %(agent)s and active"
         " and (select bool_and(name ilike w or sku ilike w) from unnest(%(words)s::text[]) w)"
         "     is not false"
         " order by (lower(sku) = lower(%(q)s)) desc, name limit %(limit)s",
-        {"agent": agent_id, "words": [_like(w) for w in words], "q": query or "", "limit": limit},
+        {"agent": agent_id, "words": [_like(w) for w in words], "q": query, "limit": limit},
     )
     return [Product.model_validate(r) for r in await cur.fetchall()]
 

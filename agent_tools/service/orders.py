@@ -28,6 +28,7 @@ from agent_tools.errors import (
 )
 from agent_tools.models import (
     FINAL,
+    MAX_MONEY,
     MAX_QUANTITY,
     LineItem,
     NewOrder,
@@ -162,6 +163,10 @@ async def create_order(
             for c in new.custom_lines
         ]
         subtotal = sum((ln.line_total for ln in lines), Decimal("0.00"))
+        if subtotal + agent.shipping_fee > MAX_MONEY:
+            raise ValidationFailed(
+                f"the order total exceeds {MAX_MONEY}", field="items", hint="split the order"
+            )
         params = {
             "agent": agent.id,
             "owner": agent.owner_id,
