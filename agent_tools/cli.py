@@ -8,6 +8,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
+import psycopg
+
 from agent_tools.config import get_settings
 from agent_tools.db import Database, resolve_url, stop_embedded
 from agent_tools.errors import MigrationError, OrderError
@@ -90,6 +92,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             asyncio.run(_walkthrough())
     except (MigrationError, OrderError) as exc:
         print(f"agent-orders: {exc}", file=sys.stderr)
+        return 1
+    except psycopg.OperationalError as exc:
+        print(f"agent-orders: cannot reach the database: {exc}".strip(), file=sys.stderr)
         return 1
     finally:
         stop_embedded()
