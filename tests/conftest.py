@@ -12,6 +12,7 @@ import itertools
 import os
 import re
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from pathlib import Path
 from uuid import UUID, uuid4
@@ -66,14 +67,17 @@ def template_db(server_url: str) -> Iterator[str]:
     with psycopg.connect(server_url, autocommit=True) as admin:
         _drop_stale(admin)
         admin.execute(f'create database "{name}"')
-    asyncio.run(migrate(make_conninfo(server_url, dbname=name)))
+    # In a thread of its own: a test may already run an event loop (Playwright's sync API does).
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, migrate(make_conninfo(server_url, dbname=name))).result()
     yield name
     with psycopg.connect(server_url, autocommit=True) as admin:
         admin.execute(f'drop database if exists "{name}" with (force)')
 
 
 def new_database(server_url: str, template: str) -> tuple[str, str]:
-    name = f"ao_t_{os.getpid()}_{next(_counter)}"
+    # Unique even if this module is imported twice (as `conftest` and as `tests.conftest`).
+    name = f"ao_t_{os.getpid()}_{next(_counter)}_{uuid4().hex[:8]}"
     with psycopg.connect(server_url, autocommit=True) as admin:
         admin.execute(f'drop database if exists "{name}" with (force)')
         admin.execute(f'create database "{name}" template "{template}"')

@@ -26,12 +26,16 @@ def empty_url(server_url: str) -> Iterator[str]:
 
 def snapshot(url: str) -> list[tuple[object, ...]]:
     with psycopg.connect(url) as conn:
-        return conn.execute(
-            "select table_name, column_name, data_type from information_schema.columns"
-            " where table_schema = 'agent_orders' order by 1, 2"
-        ).fetchall() + conn.execute(
-            "select version, checksum, applied_at::text from agent_orders.schema_migrations order by 1"
-        ).fetchall()
+        return (
+            conn.execute(
+                "select table_name, column_name, data_type from information_schema.columns"
+                " where table_schema = 'agent_orders' order by 1, 2"
+            ).fetchall()
+            + conn.execute(
+                "select version, checksum, applied_at::text"
+                " from agent_orders.schema_migrations order by 1"
+            ).fetchall()
+        )
 
 
 async def test_applying_twice_changes_nothing(empty_url: str) -> None:
@@ -77,7 +81,10 @@ async def test_an_edited_applied_migration_is_an_error(
 async def test_a_failing_migration_leaves_no_trace(
     empty_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    broken = [*load_migrations(), Migration("9999", "9999_broken.sql", "create table agent_orders.x (a int); select 1/0;")]
+    broken = [
+        *load_migrations(),
+        Migration("9999", "9999_broken.sql", "create table agent_orders.x (a int); select 1/0;"),
+    ]
     monkeypatch.setattr(migrate_module, "load_migrations", lambda: broken)
     with pytest.raises(psycopg.errors.DivisionByZero):
         await migrate(empty_url)

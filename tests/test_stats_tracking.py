@@ -20,7 +20,9 @@ class TestStats:
         eur = None
         async with db.connection() as conn:
             eur = await agents.create_agent(conn, OWNER, {"name": "EU", "currency": "EUR"})
-            await catalog.upsert_products(conn, eur.id, [{"sku": "X", "name": "x", "unit_price": "3.10"}])
+            await catalog.upsert_products(
+                conn, eur.id, [{"sku": "X", "name": "x", "unit_price": "3.10"}]
+            )
             a = await orders.create_order(conn, order_data(store))  # 12.50 + 5.00
             b = await orders.create_order(conn, order_data(store, [{"sku": "DIME", "quantity": 3}]))
             await orders.create_order(conn, order_data(eur, [{"sku": "X", "quantity": 2}]))
@@ -58,7 +60,11 @@ class TestTracking:
                 conn,
                 order_data(
                     store,
-                    customer={"name": "Ann Lee", "email": "Ann@Example.com", "phone": "+1 555 0100"},
+                    customer={
+                        "name": "Ann Lee",
+                        "email": "Ann@Example.com",
+                        "phone": "+1 555 0100",
+                    },
                 ),
             )
             order = await orders.update_status(
