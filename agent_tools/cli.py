@@ -1,4 +1,4 @@
-"""The `agent-orders` command: migrate, demo, walkthrough, run."""
+"""The `agent-orders` command: migrate, demo, walkthrough, run, serve, chat."""
 
 from __future__ import annotations
 
@@ -72,6 +72,110 @@ async def _walkthrough() -> None:
         await db.close()
 
 
+async def _prepare_demo() -> tuple[str, str]:
+    """Load the demo store and its owner's API key (the same on every run, derived from the
+    instance's secret). Returns the key and the tracking link of a shipped demo order."""
+    from agent_tools.demo import DEMO_OWNER, load_demo
+    from agent_tools.service import api_keys, orders, tracking
+
+    db = await Database.open()
+    try:
+        async with db.connection() as conn:
+            agent, _ = await load_demo(conn)
+            secret = await tracking.signing_key(conn)
+            key = api_keys.derive_token(secret, "demo")
+            await api_keys.ensure_key(conn, DEMO_OWNER, "demo", key)
+            page = await orders.list_orders(
+                conn, owner_id=DEMO_OWNER, filters={"agent_id": agent.id, "statuses": ["shipped"]}
+            )
+            link = tracking.tracking_url(secret, page.orders[0]) if page.orders else ""
+    finally:
+        await db.close()
+    return key, link
+
+
+async def _chat(agent_id: str | None, email: str | None) -> int:
+    """A terminal chat with a store's agent through the reference loop."""
+    from uuid import UUID, uuid4
+
+    from agent_tools.agent import OrderAgent, make_client
+    from agent_tools.demo import load_demo
+    from agent_tools.tools import ToolContext, Toolkit
+
+    try:
+        client = make_client()
+    except RuntimeError as exc:
+        print(f"agent-orders: {exc}", file=sys.stderr)
+        return 1
+    try:
+        agent = UUID(agent_id) if agent_id else None
+    except ValueError:
+        print(f"agent-orders: {agent_id!r} is not an agent id", file=sys.stderr)
+        return 1
+    async with await Toolkit.connect() as toolkit:
+        if agent is None:
+            async with toolkit.db.connection() as conn:
+                agent = (await load_demo(conn))[0].id
+        ctx = ToolContext(
+            agent_id=agent,
+            conversation_id=f"cli-{uuid4().hex[:12]}",
+            customer_email=email,
+            customer_verified=email is not None,
+        )
+        bot = await OrderAgent.start(toolkit, ctx, client=client)
+        print(f"chatting with {(await toolkit.get_agent(ctx.agent_id)).name}; Ctrl-D to leave")
+        while True:
+            try:
+                text = await asyncio.to_thread(input, "you> ")
+            except EOFError:
+                print()
+                return 0
+            if text.strip():
+                print(f"agent> {await bot.reply(text)}")
+
+
+def _serve(host: str, port: int, workers: int) -> None:
+    """Serve the HTTP API (imported here: `agent_tools` itself never imports FastAPI)."""
+    import os
+
+    import uvicorn
+
+    from api.settings import get_api_settings
+
+    # Workers are separate processes: they find the database (the embedded server this
+    # process started, if any) through the environment.
+    os.environ["DATABASE_URL"] = resolve_url()
+    get_settings.cache_clear()
+    get_api_settings.cache_clear()
+    uvicorn.run("api.app:create_app", factory=True, host=host, port=port, workers=workers)
+
+
+def _run(host: str, port: int, workers: int) -> None:
+    import os
+
+    base = f"http://{host}:{port}"
+    if "public_url" not in get_settings().model_fields_set:
+        # Tracking links point at this server unless AGENT_ORDERS_PUBLIC_URL says otherwise.
+        os.environ["AGENT_ORDERS_PUBLIC_URL"] = base
+        get_settings.cache_clear()
+    key, link = asyncio.run(_prepare_demo())
+    print(
+        f"""
+agent-orders: the demo store is served at {base}
+  API docs       {base}/docs
+  health         {base}/health   (database: {base}/ready)
+  tracking link  {link}
+  demo API key   {key}
+
+Try it:
+  export KEY={key}
+  curl -H "Authorization: Bearer $KEY" {base}/api/orders/
+""",
+        flush=True,
+    )
+    _serve(host, port, workers)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="agent-orders", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -79,7 +183,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.add_parser("migrate", help="apply pending migrations")
     sub.add_parser("demo", help="load the demo store (idempotent)")
     sub.add_parser("walkthrough", help="place a demo order through the service and print it")
-    sub.add_parser("run", help="the main job: migrate, load the demo store, run")
+    for name, text in (
+        ("run", "the main job: migrate, load the demo store, serve the API on 127.0.0.1:8000"),
+        ("serve", "serve the HTTP API"),
+    ):
+        server = sub.add_parser(name, help=text)
+        server.add_argument("--host", default="127.0.0.1")
+        server.add_argument("--port", type=int, default=8000)
+        server.add_argument("--workers", type=int, default=1)
+    chat = sub.add_parser("chat", help="chat in the terminal with a store's agent (OpenAI API)")
+    chat.add_argument("--agent", help="agent id (default: the demo store)")
+    chat.add_argument("--email", help="bind this verified customer email to the chat")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
     get_settings()
@@ -88,8 +202,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             asyncio.run(_migrate())
         elif args.command == "demo":
             asyncio.run(_demo())
-        elif args.command in ("walkthrough", "run"):
+        elif args.command == "walkthrough":
             asyncio.run(_walkthrough())
+        elif args.command == "run":
+            _run(args.host, args.port, args.workers)
+        elif args.command == "serve":
+            _serve(args.host, args.port, args.workers)
+        elif args.command == "chat":
+            return asyncio.run(_chat(args.agent, args.email))
     except (MigrationError, OrderError) as exc:
         print(f"agent-orders: {exc}", file=sys.stderr)
         return 1

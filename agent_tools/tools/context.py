@@ -1,0 +1,72 @@
+"""Who is calling: the identity a host binds to a conversation, never taken from arguments."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from uuid import UUID
+
+from agent_tools.config import Settings
+from agent_tools.db import Conn
+from agent_tools.models import Actor, Order, Provenance
+
+
+@dataclass
+class ToolContext:
+    """One conversation of one agent with one customer, as the host knows it."""
+
+    agent_id: UUID
+    """The store's agent; the tools never see another agent's products or orders."""
+    conversation_id: str
+    """The host's id for this chat; drafts and "orders placed here" are scoped to it."""
+    customer_email: str | None = None
+    customer_phone: str | None = None
+    customer_verified: bool = False
+    """Whether the host checked the email/phone (signed-in user, verified channel)."""
+    turn: int = 0
+    """Index of the customer's latest message; advance it on every customer message."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.agent_id, UUID):
+            self.agent_id = UUID(str(self.agent_id))
+        if not self.conversation_id or len(self.conversation_id) > 200:
+            raise ValueError("conversation_id must be 1 to 200 characters")
+        if self.customer_email:
+            self.customer_email = self.customer_email.strip().lower()
+
+    def owns(self, order: Order) -> bool:
+        """Whether `order` is the bound customer's: placed in this conversation, or matching
+        the verified email or phone."""
+        if order.agent_id != self.agent_id:
+            return False
+        if order.conversation_id is not None and order.conversation_id == self.conversation_id:
+            return True
+        if not self.customer_verified:
+            return False
+        if self.customer_email and order.customer_email == self.customer_email:
+            return True
+        if not (self.customer_phone and order.customer_phone):
+            return False
+        digits = _digits(self.customer_phone)
+        return len(digits) >= 5 and digits == _digits(order.customer_phone)
+
+
+def _digits(phone: str) -> str:
+    return "".join(c for c in phone if c.isdigit())
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """One tool call being run: its transaction, context and provenance."""
+
+    conn: Conn
+    ctx: ToolContext
+    tool_call_id: str | None
+    settings: Settings
+
+    @property
+    def by(self) -> Provenance:
+        return Provenance(
+            actor=Actor.agent,
+            conversation_id=self.ctx.conversation_id,
+            tool_call_id=self.tool_call_id,
+        )

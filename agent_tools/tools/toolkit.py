@@ -1,0 +1,308 @@
+"""`Toolkit`: the tool definitions in each provider's shape, and `call`, which never raises for
+anything the model sent."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Any
+from uuid import UUID
+
+import jsonschema
+import pydantic
+from jsonschema.exceptions import best_match
+
+from agent_tools.config import Settings, get_settings
+from agent_tools.db import Database
+from agent_tools.errors import OrderError, ValidationFailed, from_pydantic
+from agent_tools.models import Agent
+from agent_tools.service import agents
+from agent_tools.tools.context import Invocation, ToolContext
+from agent_tools.tools.handlers import TOOLS, Tool
+
+log = logging.getLogger(__name__)
+
+MAX_ARGUMENT_CHARS = 32_000
+"""Far above any honest call (a 50-line order is ~5 kB); refused before parsing."""
+_BAD_CHARS = re.compile("[\x00\ud800-\udfff]")
+"""NUL and lone surrogates: valid in JSON, impossible to store in PostgreSQL text."""
+
+
+class InvalidJson(OrderError):
+    code = "invalid_json"
+    status = 400
+
+
+class TooLarge(OrderError):
+    code = "too_large"
+    status = 413
+
+
+class UnknownTool(OrderError):
+    code = "unknown_tool"
+    status = 404
+
+
+_DEFAULT_HINTS = {
+    "validation": "fix that field and call the tool again",
+    "not_found": "check the value with the customer",
+    "unknown_sku": "call search_products to find the exact sku",
+    "out_of_stock": "offer the available quantity or another product",
+}
+
+
+def _loc(path: Any) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _short(text: object, limit: int = 40) -> str:
+    s = str(text)
+    return repr(s if len(s) <= limit else s[:limit] + "...")
+
+
+_TYPE_WORDS = {
+    "string": "a string",
+    "integer": "an integer",
+    "number": "a number",
+    "object": "an object",
+    "array": "a list",
+    "boolean": "true or false",
+    "null": "null",
+}
+
+
+def _explain(err: jsonschema.ValidationError) -> ValidationFailed:
+    """A schema failure as one sentence naming the field, without echoing the value."""
+    field = _loc(err.absolute_path) or "arguments"
+    rule, want, value = err.validator, err.validator_value, err.instance
+    hint = "fix that field and call the tool again"
+    if rule == "required":
+        missing = [p for p in want if isinstance(value, dict) and p not in value]
+        name = _loc([*err.absolute_path, missing[0]]) if missing else field
+        message = f"{name} is missing"
+        hint = "send every field of the schema; use null for unknown optional ones"
+    elif rule == "additionalProperties":
+        allowed = set(err.schema.get("properties", {}))
+        extra = [k for k in value if k not in allowed][:5] if isinstance(value, dict) else []
+        message = f"{field} has unknown field(s) {', '.join(_short(k) for k in extra)}"
+        if any(w in str(k).lower() for k in extra for w in ("price", "total", "cost", "amount")):
+            hint = "prices and totals come from the catalog; do not send them"
+        else:
+            hint = f"remove them; allowed fields: {', '.join(sorted(allowed))}"
+    elif rule == "type":
+        kinds = want if isinstance(want, list) else [want]
+        message = f"{field} must be {' or '.join(_TYPE_WORDS.get(k, str(k)) for k in kinds)}"
+    elif rule in ("minimum", "exclusiveMinimum"):
+        message = f"{field} must be at least {want if rule == 'minimum' else f'more than {want}'}"
+    elif rule in ("maximum", "exclusiveMaximum"):
+        message = f"{field} must be at most {want if rule == 'maximum' else f'less than {want}'}"
+    elif rule == "enum":
+        message = f"{field} must be one of {', '.join(json.dumps(v) for v in want)}"
+    elif rule == "minItems":
+        message = f"{field} needs at least {want} item(s)"
+    elif rule == "maxItems":
+        message = f"{field} takes at most {want} item(s)"
+    else:
+        message = f"{field} is not valid ({rule})"
+    return ValidationFailed(message, field=field, hint=hint)
+
+
+def _decode(arguments: str | bytes | Mapping[str, Any] | None) -> Any:
+    if arguments is None:
+        return {}
+    if isinstance(arguments, Mapping):
+        try:
+            arguments = json.dumps(arguments)
+        except (TypeError, ValueError, RecursionError):
+            raise InvalidJson("the arguments are not plain JSON values") from None
+    if isinstance(arguments, bytes | bytearray):
+        try:
+            arguments = arguments.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidJson("the arguments are not UTF-8 text") from None
+    if not isinstance(arguments, str):
+        raise InvalidJson("the arguments must be a JSON object")
+    if len(arguments) > MAX_ARGUMENT_CHARS:
+        raise TooLarge(
+            f"the arguments are {len(arguments)} characters; at most {MAX_ARGUMENT_CHARS}",
+            hint="send only the fields of the schema, with short values",
+        )
+    if not arguments.strip():
+        return {}
+    try:
+        return json.loads(arguments)
+    except (ValueError, RecursionError):
+        raise InvalidJson(
+            "the arguments are not valid JSON",
+            hint="send one JSON object with exactly the fields of the schema",
+        ) from None
+
+
+def _check_text(value: Any) -> None:
+    stack: list[tuple[Any, str]] = [(value, "arguments")]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, str) and _BAD_CHARS.search(node):
+            raise ValidationFailed(
+                f"{path} contains a NUL or invalid character", field=path, hint="send plain text"
+            )
+        if isinstance(node, dict):
+            for k, v in node.items():
+                stack.append((k, path))
+                stack.append((v, f"{path}.{k}" if path != "arguments" else str(k)))
+        elif isinstance(node, list):
+            stack.extend((v, f"{path}[{i}]") for i, v in enumerate(node))
+
+
+def _failure(exc: OrderError) -> dict[str, Any]:
+    details = {k: v for k, v in exc.to_dict().items() if k not in ("code", "message", "hint")}
+    details.pop("errors", None)
+    hint = exc.hint or _DEFAULT_HINTS.get(exc.code, "fix the arguments and try again")
+    return {
+        "ok": False,
+        "error": {"code": exc.code, "message": exc.message, "hint": hint, **details},
+    }
+
+
+class Toolkit:
+    """The order tools, bound to a database. One per process; one `ToolContext` per chat."""
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        settings: Settings | None = None,
+        tools: tuple[Tool, ...] = TOOLS,
+        owns_db: bool = False,
+    ) -> None:
+        self.db = db
+        self.settings = settings or get_settings()
+        self.tools = {t.name: t for t in tools}
+        self._validators = {
+            t.name: jsonschema.Draft202012Validator(t.schema) for t in self.tools.values()
+        }
+        self._owns_db = owns_db
+
+    @classmethod
+    async def connect(cls, url: str | None = None, *, settings: Settings | None = None) -> Toolkit:
+        """Open the database (`DATABASE_URL`, or the embedded server), migrating it first."""
+        settings = settings or get_settings()
+        return cls(await Database.open(url, settings=settings), settings=settings, owns_db=True)
+
+    async def close(self) -> None:
+        if self._owns_db:
+            await self.db.close()
+
+    async def __aenter__(self) -> Toolkit:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # ---- definitions -------------------------------------------------------------------
+
+    @property
+    def write_tools(self) -> frozenset[str]:
+        return frozenset(t.name for t in self.tools.values() if t.writes)
+
+    def openai_tools(self) -> list[dict[str, Any]]:
+        """For Chat Completions: `client.chat.completions.create(tools=...)`."""
+        return [
+            {
+                "type": "function",
+                "function": {
+                    "name": t.name,
+                    "description": t.description,
+                    "parameters": t.schema,
+                    "strict": True,
+                },
+            }
+            for t in self.tools.values()
+        ]
+
+    def responses_tools(self) -> list[dict[str, Any]]:
+        """For the Responses API: `client.responses.create(tools=...)`."""
+        return [
+            {
+                "type": "function",
+                "name": t.name,
+                "description": t.description,
+                "parameters": t.schema,
+                "strict": True,
+            }
+            for t in self.tools.values()
+        ]
+
+    def anthropic_tools(self) -> list[dict[str, Any]]:
+        """For Anthropic's Messages API: `client.messages.create(tools=...)`."""
+        return [
+            {"name": t.name, "description": t.description, "input_schema": t.schema}
+            for t in self.tools.values()
+        ]
+
+    # ---- dispatch ----------------------------------------------------------------------
+
+    async def call(
+        self,
+        ctx: ToolContext,
+        name: str,
+        arguments: str | bytes | Mapping[str, Any] | None,
+        tool_call_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Run one tool call. Returns `{"ok": true, ...}` or `{"ok": false, "error": {...}}`.
+
+        Arguments are validated against the exact published schema, then the argument model;
+        the whole call is one transaction, so a refused call writes nothing.
+        """
+        if not isinstance(ctx, ToolContext):
+            raise TypeError("ctx must be a ToolContext built by the host")
+        tool = self.tools.get(name) if isinstance(name, str) else None
+        if tool is None:
+            return _failure(
+                UnknownTool(
+                    f"no tool named {_short(name)}",
+                    hint=f"available tools: {', '.join(self.tools)}",
+                )
+            )
+        try:
+            raw = _decode(arguments)
+            error = best_match(self._validators[tool.name].iter_errors(raw))
+            if error is not None:
+                raise _explain(error)
+            _check_text(raw)
+            try:
+                args = tool.args.model_validate(raw)
+            except pydantic.ValidationError as exc:
+                raise from_pydantic(exc) from None
+            call_id = tool_call_id[:200] if tool_call_id else None
+            async with self.db.connection() as conn:
+                result = await tool.run(Invocation(conn, ctx, call_id, self.settings), args)
+            return {"ok": True, **result}
+        except OrderError as exc:
+            return _failure(exc)
+        except Exception:
+            log.exception("tool %s failed", tool.name)
+            return {
+                "ok": False,
+                "error": {
+                    "code": "internal",
+                    "message": "the tool failed unexpectedly",
+                    "hint": "apologise and offer to try again in a moment",
+                },
+            }
+
+    async def get_agent(self, agent_id: UUID | str) -> Agent:
+        """The store behind a context (name, currency, shipping) for the system prompt."""
+        async with self.db.connection() as conn:
+            return await agents.get_agent(conn, UUID(str(agent_id)))
