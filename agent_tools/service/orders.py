@@ -349,6 +349,8 @@ async def update_status(
                 f" (now {order.version})",
                 hint="reload the order and try again",
                 current_version=order.version,
+                current=order.status.value,
+                allowed=[s.value for s in allowed_next(order.status)],
             )
         target = change.status
         tracking = {
@@ -502,7 +504,12 @@ async def list_orders(
     if f.agent_id is not None:
         where.append(sql.SQL("agent_id = %(agent)s"))
         params["agent"] = f.agent_id
-    if f.statuses:
+    if len(f.statuses) == 1:
+        # `status = any(...)` keeps the planner off the (…, status, created_at) indexes: at a
+        # million orders a rare status took 40 ms instead of 0.2 ms.
+        where.append(sql.SQL("status = %(status)s"))
+        params["status"] = f.statuses[0].value
+    elif f.statuses:
         where.append(sql.SQL("status = any(%(statuses)s)"))
         params["statuses"] = [s.value for s in f.statuses]
     if f.customer_email is not None:

@@ -1,0 +1,77 @@
+"""The FastAPI app factory: `uvicorn --factory api.app:create_app`.
+
+Routers live one per module; the HTML pages add theirs (`api.pages.router`) to `ROUTERS`
+and reuse the dependencies of `api.deps` and the service functions the JSON routes call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI
+
+from agent_tools.db import Database
+from agent_tools.service import idempotency
+from api import pages, problems
+from api.auth import JwtVerifier
+from api.deps import AppState
+from api.ratelimit import RateLimiter
+from api.routes import agents, health, keys, orders, tracking
+from api.settings import ApiSettings, get_api_settings
+
+ROUTERS: tuple[APIRouter, ...] = (
+    health.router,
+    tracking.router,
+    orders.router,
+    agents.router,
+    keys.router,
+    pages.router,
+)
+
+DESCRIPTION = """\
+Order capture and tracking for conversational sales agents.
+
+Owner endpoints take `Authorization: Bearer <token>`: an API key (`ao_...`) or a
+Supabase Auth access token. Errors are RFC 9457 `application/problem+json` with a stable
+`code`. Money is a decimal string ("19.99"). Every `POST` honours `Idempotency-Key`.
+"""
+
+
+def create_app(*, database: Database | None = None, settings: ApiSettings | None = None) -> FastAPI:
+    """Build the app. With `database` the caller owns the pool; otherwise the lifespan opens
+    one from the settings (migrating first) and closes it on shutdown."""
+    settings = settings or get_api_settings()
+    state = AppState(
+        settings=settings,
+        verifier=JwtVerifier(settings),
+        track_limiter=RateLimiter(settings.track_burst, settings.track_per_minute / 60),
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if database is not None:
+            yield
+            return
+        db = await Database.open(settings.database_url, settings=settings)
+        try:
+            async with db.connection() as conn:
+                await idempotency.purge_expired(conn)
+            app.state.db = db
+            yield
+        finally:
+            app.state.db = None
+            await db.close()
+
+    app = FastAPI(
+        title="agent-orders",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.api = state
+    app.state.db = database
+    problems.install(app)
+    for router in ROUTERS:
+        app.include_router(router)
+    return app

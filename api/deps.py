@@ -1,0 +1,104 @@
+"""Typed dependencies the routes declare: the database, a transaction, the calling owner."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import Depends, Header, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from agent_tools.db import Conn, Database
+from agent_tools.errors import Unavailable
+from agent_tools.service import api_keys
+from agent_tools.service.idempotency import MAX_KEY_LENGTH
+from api.auth import JwtVerifier, Unauthorized
+from api.ratelimit import RateLimiter
+from api.settings import ApiSettings
+
+
+@dataclass
+class AppState:
+    """What the app holds for its lifetime, at `app.state.api`. The pool itself is at
+    `app.state.db` (None while the server starts or stops)."""
+
+    settings: ApiSettings
+    verifier: JwtVerifier
+    track_limiter: RateLimiter
+
+
+def get_state(request: Request) -> AppState:
+    state: AppState = request.app.state.api
+    return state
+
+
+StateDep = Annotated[AppState, Depends(get_state)]
+
+
+def get_db(request: Request) -> Database:
+    db: Database | None = getattr(request.app.state, "db", None)
+    if db is None:
+        raise Unavailable("the server is starting or stopping", hint="retry in a moment")
+    return db
+
+
+DbDep = Annotated[Database, Depends(get_db)]
+
+
+async def get_conn(db: DbDep) -> AsyncIterator[Conn]:
+    """One transaction per request: committed when the route returns, rolled back if it raises."""
+    async with db.connection() as conn:
+        yield conn
+
+
+# "function" scope: the transaction commits before the response is sent, so a client that
+# got a 201 can read what it wrote.
+ConnDep = Annotated[Conn, Depends(get_conn, scope="function")]
+
+_bearer = HTTPBearer(
+    auto_error=False,
+    description="An API key (`ao_...`) or a Supabase Auth access token (JWT).",
+)
+
+
+async def current_owner(
+    state: StateDep,
+    db: DbDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> UUID:
+    """The owner the bearer token speaks for."""
+    if credentials is None:
+        raise Unauthorized("missing bearer token")
+    token = credentials.credentials
+    if api_keys.looks_like_key(token):
+        # Its own short transaction, so the key lookup never waits on the request's work.
+        async with db.connection() as conn:
+            owner = await api_keys.authenticate(conn, token)
+        if owner is None:
+            raise Unauthorized("unknown or revoked API key")
+        return owner
+    return await state.verifier.owner(token)
+
+
+OwnerDep = Annotated[UUID, Depends(current_owner)]
+
+
+def limit_tracking(request: Request, state: StateDep) -> None:
+    """Public lookups are rate-limited per client address. Behind a reverse proxy, give
+    uvicorn `--forwarded-allow-ips=<proxy>` so this is the real client, not the proxy."""
+    state.track_limiter.hit(request.client.host if request.client else "unknown")
+
+
+TrackingLimit = Depends(limit_tracking)
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=MAX_KEY_LENGTH,
+        description="Retry safely: the same key and body within 24 h replay the first response.",
+    ),
+]

@@ -1,0 +1,39 @@
+"""Runs a POST under an `Idempotency-Key`: the first response is stored and replayed."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from uuid import UUID
+
+from fastapi import Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from agent_tools.db import Conn
+from agent_tools.service import idempotency
+
+
+async def idempotent(
+    conn: Conn,
+    owner: UUID,
+    key: str | None,
+    request: Request,
+    payload: BaseModel,
+    run: Callable[[], Awaitable[BaseModel]],
+    *,
+    status_code: int = 201,
+) -> JSONResponse:
+    """`run()` once per key: later calls with the same key and body get the same response."""
+    if key is None:
+        return JSONResponse((await run()).model_dump(mode="json"), status_code=status_code)
+    fingerprint = idempotency.request_hash(
+        request.method, request.url.path, payload.model_dump(mode="json")
+    )
+    stored = await idempotency.claim(conn, owner, key, fingerprint)
+    if stored is not None:
+        return JSONResponse(
+            stored.body, status_code=stored.status_code, headers={"Idempotent-Replayed": "true"}
+        )
+    body = (await run()).model_dump(mode="json")
+    await idempotency.save(conn, owner, key, status_code, body)
+    return JSONResponse(body, status_code=status_code)

@@ -1,0 +1,168 @@
+"""Owner endpoints for orders: create, list, read, move through the status machine, stats."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import APIRouter, Header, Path, Query, Request, Response
+from fastapi.responses import JSONResponse
+
+from agent_tools.db import Conn
+from agent_tools.errors import ValidationFailed, parse
+from agent_tools.models import (
+    Actor,
+    NewOrder,
+    Order,
+    OrderFilter,
+    OrderPage,
+    OrderStatus,
+    Provenance,
+    Stats,
+    StatusChange,
+    allowed_next,
+)
+from agent_tools.service import orders, stats, tracking
+from api.deps import ConnDep, IdempotencyKey, OwnerDep
+from api.idempotency import idempotent
+from api.problems import errors
+from api.schemas import OrderDetail
+
+router = APIRouter(prefix="/api/orders", tags=["orders"], responses=errors(401, 422, 503))
+
+BY_OWNER = Provenance(actor=Actor.owner)
+OrderKey = Annotated[
+    str, Path(max_length=64, description="The order's UUID or its number (ORD-YYYY-NNNNNN)")
+]
+
+
+async def _detail(conn: Conn, order: Order) -> OrderDetail:
+    events = await orders.list_events(conn, order.id)
+    key = await tracking.signing_key(conn)
+    return OrderDetail(
+        **order.model_dump(),
+        status_history=events,
+        allowed_next=allowed_next(order.status),
+        tracking_url=tracking.tracking_url(key, order),
+    )
+
+
+def _etag(order: Order) -> dict[str, str]:
+    return {"ETag": f'"{order.version}"'}
+
+
+@router.post("/", status_code=201, response_model=OrderDetail, responses=errors(404, 409))
+async def create_order(
+    body: NewOrder,
+    owner: OwnerDep,
+    conn: ConnDep,
+    request: Request,
+    idempotency_key: IdempotencyKey = None,
+) -> JSONResponse:
+    """Place a manual order for one of your agents.
+
+    `items` are catalog SKUs, priced from the catalog with stock reserved; `custom_lines`
+    carry their own price and touch no stock. Send an `Idempotency-Key` to retry safely.
+    """
+
+    async def run() -> OrderDetail:
+        order = await orders.create_order(conn, body, by=BY_OWNER, owner_id=owner)
+        return await _detail(conn, order)
+
+    return await idempotent(conn, owner, idempotency_key, request, body, run)
+
+
+@router.get("/", response_model=OrderPage)
+async def list_orders(
+    owner: OwnerDep,
+    conn: ConnDep,
+    agent_id: UUID | None = None,
+    status: Annotated[list[OrderStatus] | None, Query(description="Repeat for several")] = None,
+    search: Annotated[
+        str | None, Query(max_length=200, description="Order number, customer name or email")
+    ] = None,
+    created_from: Annotated[datetime | None, Query(description="Inclusive")] = None,
+    created_to: Annotated[datetime | None, Query(description="Exclusive")] = None,
+    cursor: Annotated[
+        str | None, Query(max_length=200, description="`next_cursor` of the previous page")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 50,
+) -> OrderPage:
+    """Your orders, newest first. Pages neither skip nor repeat orders created meanwhile."""
+    filters = parse(
+        OrderFilter,
+        {
+            "agent_id": agent_id,
+            "statuses": status or [],
+            "search": search,
+            "created_from": created_from,
+            "created_to": created_to,
+        },
+    )
+    return await orders.list_orders(
+        conn, owner_id=owner, filters=filters, cursor=cursor, limit=limit
+    )
+
+
+@router.get("/stats/summary", response_model=Stats)
+async def read_stats(
+    owner: OwnerDep,
+    conn: ConnDep,
+    agent_id: UUID | None = None,
+    created_from: datetime | None = None,
+    created_to: datetime | None = None,
+) -> Stats:
+    """Order count, revenue per currency (cancelled excluded), counts per status and per day."""
+    return await stats.summary(
+        conn,
+        owner_id=owner,
+        agent_id=agent_id,
+        created_from=created_from,
+        created_to=created_to,
+    )
+
+
+@router.get("/{order_id}", response_model=OrderDetail, responses=errors(404))
+async def read_order(
+    order_id: OrderKey, owner: OwnerDep, conn: ConnDep, response: Response
+) -> OrderDetail:
+    """One order with its full `status_history`. The `ETag` is its version."""
+    order = await orders.get_order(conn, order_id, owner_id=owner)
+    response.headers.update(_etag(order))
+    return await _detail(conn, order)
+
+
+def _version(if_match: str) -> int:
+    value = if_match.strip().removeprefix("W/").strip('"')
+    if not value.isdigit() or len(value) > 9:
+        raise ValidationFailed('If-Match must be the order\'s version, e.g. "3"', field="If-Match")
+    return int(value)
+
+
+@router.patch("/{order_id}/status", response_model=OrderDetail, responses=errors(404, 409))
+async def update_order_status(
+    order_id: OrderKey,
+    body: StatusChange,
+    owner: OwnerDep,
+    conn: ConnDep,
+    response: Response,
+    if_match: Annotated[
+        str | None,
+        Header(alias="If-Match", max_length=32, description="The version the change is based on"),
+    ] = None,
+) -> OrderDetail:
+    """Move the order to `status`, optionally setting tracking details and a note.
+
+    With `If-Match` (or `expected_version`) the change is refused with 409 if the order has
+    changed since. Invalid transitions are 409 too; both list the `allowed` next statuses.
+    Sending the current status with new tracking details updates just those.
+    """
+    if if_match is not None:
+        version = _version(if_match)
+        if body.expected_version not in (None, version):
+            raise ValidationFailed("If-Match and expected_version disagree", field="If-Match")
+        body = body.model_copy(update={"expected_version": version})
+    order = await orders.update_status(conn, order_id, body, by=BY_OWNER, owner_id=owner)
+    response.headers.update(_etag(order))
+    return await _detail(conn, order)

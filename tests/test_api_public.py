@@ -1,0 +1,143 @@
+"""The endpoints without login: order tracking (redaction, rate limit) and health probes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from psycopg_pool import AsyncConnectionPool
+
+from agent_tools.db import Database
+from agent_tools.models import Agent, Order
+from agent_tools.service import orders, tracking
+from tests.api_support import assert_problem, client, free_port, make_app
+from tests.conftest import order_data
+
+PERSONAL = ("Ann Lee", "ann@example.com", "+1 555 0100", "1 Main St")
+
+
+@pytest.fixture
+async def order(db: Database, store: Agent) -> Order:
+    async with db.connection() as conn:
+        order = await orders.create_order(
+            conn,
+            order_data(
+                store,
+                customer={"name": "Ann Lee", "email": "ann@example.com", "phone": "+1 555 0100"},
+            ),
+        )
+        return await orders.update_status(
+            conn,
+            order.id,
+            {"status": "shipped", "carrier": "UPS", "tracking_number": "1Z999AA10123456784"},
+        )
+
+
+async def tracking_link_token(db: Database, order: Order) -> str:
+    async with db.connection() as conn:
+        key = await tracking.signing_key(conn)
+    return tracking.tracking_token(key, order.id)
+
+
+class TestTracking:
+    async def test_number_alone_is_redacted(self, db: Database, order: Order) -> None:
+        async with client(make_app(db)) as api:
+            r = await api.get(f"/api/orders/track/{order.order_number}")
+        assert r.status_code == 200, r.text
+        assert r.headers["Cache-Control"] == "no-store"
+        view = r.json()
+        assert view["status"] == "shipped"
+        assert view["full"] is False and view["customer"] is None
+        assert (view["city"], view["country"]) == ("Portland", "US")
+        assert view["items"] == [{"name": "Blue mug", "quantity": 1}]
+        assert view["carrier_url"].startswith("https://www.ups.com/")
+        assert [e["status"] for e in view["timeline"]] == ["pending", "shipped"]
+        for secret in PERSONAL:
+            assert secret not in r.text
+
+    async def test_matching_email_or_token_shows_everything(
+        self, db: Database, order: Order
+    ) -> None:
+        token = await tracking_link_token(db, order)
+        async with client(make_app(db)) as api:
+            by_email = await api.get(
+                f"/api/orders/track/{order.order_number}", params={"email": " ANN@example.com "}
+            )
+            by_token = await api.get(
+                f"/api/orders/track/{order.order_number.lower()}", params={"token": token}
+            )
+        for r in (by_email, by_token):
+            assert r.status_code == 200, r.text
+            view = r.json()
+            assert view["full"] is True
+            assert view["customer"]["name"] == "Ann Lee"
+            assert view["customer"]["shipping_address"]["line1"] == "1 Main St"
+            assert view["customer"]["total"] == "17.50"
+
+    async def test_wrong_email_looks_like_no_such_order(self, db: Database, order: Order) -> None:
+        async with client(make_app(db)) as api:
+            wrong = await api.get(
+                f"/api/orders/track/{order.order_number}", params={"email": "eve@example.com"}
+            )
+            missing = await api.get(
+                "/api/orders/track/ORD-2020-000001", params={"email": "eve@example.com"}
+            )
+            bad_token = await api.get(
+                f"/api/orders/track/{order.order_number}", params={"token": "x" * 32}
+            )
+        assert_problem(wrong, 404, "not_found")
+        assert_problem(missing, 404, "not_found")
+        strip = {"instance"}
+        assert {k: v for k, v in wrong.json().items() if k not in strip} == {
+            k: v for k, v in missing.json().items() if k not in strip
+        }
+        # A wrong token is not an error: it just shows the redacted view.
+        assert bad_token.status_code == 200 and bad_token.json()["customer"] is None
+
+    async def test_rate_limited_per_client_address(self, db: Database, order: Order) -> None:
+        app = make_app(db, track_burst=5, track_per_minute=6)
+        path = f"/api/orders/track/{order.order_number}"
+        async with client(app, "203.0.113.7") as api:
+            codes = [(await api.get(path)).status_code for _ in range(5)]
+            assert codes == [200] * 5
+            limited = await api.get("/api/orders/track/ORD-2020-000001")
+            problem = assert_problem(limited, 429, "rate_limited")
+            assert limited.headers["Retry-After"] == "10"
+            assert problem["retry_after"] == 10
+        async with client(app, "203.0.113.8") as other:
+            assert (await other.get(path)).status_code == 200
+
+
+class TestHealth:
+    async def test_health_and_ready(self, db: Database) -> None:
+        async with client(make_app(db)) as api:
+            assert (await api.get("/health")).json() == {"status": "ok"}
+            assert (await api.get("/ready")).json() == {"status": "ok"}
+
+    async def test_not_ready_without_a_database(self) -> None:
+        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+            f"postgresql://127.0.0.1:{free_port()}/nothing", open=False, timeout=0.3
+        )
+        await pool.open(wait=False)
+        try:
+            async with client(make_app(Database(pool, "unreachable"))) as api:
+                assert (await api.get("/health")).status_code == 200
+                r = await api.get("/ready")
+        finally:
+            await pool.close()
+        assert_problem(r, 503, "unavailable")
+        assert r.headers["Retry-After"]
+
+    async def test_unknown_route_and_method_are_problems(self, db: Database) -> None:
+        async with client(make_app(db)) as api:
+            assert_problem(await api.get("/api/nothing"), 404, "not_found")
+            assert_problem(await api.delete("/health"), 405, "method_not_allowed")
+
+    async def test_openapi_documents_errors_as_problem_json(self, db: Database) -> None:
+        async with client(make_app(db)) as api:
+            spec = (await api.get("/openapi.json")).json()
+            assert (await api.get("/docs")).status_code == 200
+        track = spec["paths"]["/api/orders/track/{order_number}"]["get"]["responses"]
+        assert set(track) >= {"200", "404", "422", "429"}
+        assert list(track["429"]["content"]) == ["application/problem+json"]
+        assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"

@@ -1,0 +1,49 @@
+"""The real thing: `agent-orders run` and `serve` as uvicorn processes on a free port."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+
+from tests.api_support import JWT_SECRET, bearer, server
+from tests.conftest import OWNER
+
+
+def test_run_serves_the_demo_store_with_a_working_key(db_url: str, tmp_path: Path) -> None:
+    with server(["run"], {"DATABASE_URL": db_url}, tmp_path) as live:
+        out = live.output()
+        key = re.search(r"export KEY=(\S+)", out)
+        link = re.search(r"tracking link\s+(\S+)", out)
+        assert key and link, out
+        assert f"{live.base}/docs" in out
+
+        api = httpx.Client(base_url=live.base, headers={"Authorization": f"Bearer {key[1]}"})
+        listed = api.get("/api/orders/")
+        assert listed.status_code == 200, listed.text
+        assert len(listed.json()["orders"]) == 6
+        assert api.get("/docs").status_code == 200
+
+        # The printed link is the customer's, on this server: its token unlocks the full view.
+        assert link[1].startswith(f"{live.base}/track/ORD-")
+        parts = urlsplit(link[1])
+        number = parts.path.rsplit("/", 1)[-1]
+        tracked = httpx.get(f"{live.base}/api/orders/track/{number}?{parts.query}")
+        assert tracked.status_code == 200, tracked.text
+        assert tracked.json()["full"] is True
+        assert tracked.json()["status"] == "shipped"
+
+
+def test_serve_with_two_workers(db_url: str, tmp_path: Path) -> None:
+    env = {"DATABASE_URL": db_url, "AUTH_JWT_SECRET": JWT_SECRET, "SUPABASE_URL": ""}
+    with server(["serve", "--workers", "2"], env, tmp_path) as live:
+        api = httpx.Client(base_url=live.base, headers=bearer(OWNER))
+        for _ in range(6):  # spread over both workers
+            r = api.post("/api/agents/", json={"name": "Live", "shipping_fee": "1.50"})
+            assert r.status_code == 201, r.text
+        assert [a["shipping_fee"] for a in api.get("/api/agents/").json()] == ["1.50"] * 6
+        r = httpx.get(f"{live.base}/api/orders/", headers={"Authorization": "Bearer nope"})
+        assert r.status_code == 401
+        assert r.headers["content-type"] == "application/problem+json"
