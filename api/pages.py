@@ -1,0 +1,163 @@
+"""The HTML pages: public order tracking and the owner's dashboard, plus their static files.
+
+The tracking page asks `tracking.track` exactly like the JSON endpoint does, so both decide
+the same way what a visitor may see. The dashboard is a static shell whose script talks only
+to the JSON API with the owner's token.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from functools import cache
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import parse_qs, quote
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+
+from agent_tools.db import Conn
+from agent_tools.errors import NotFound
+from agent_tools.models import OrderStatus
+from agent_tools.service import tracking
+from api.deps import ConnDep, get_state, limit_tracking
+from api.ratelimit import RateLimited
+
+HERE = Path(__file__).parent
+STATIC = HERE / "static"
+
+router = APIRouter(include_in_schema=False)
+router.mount("/static", StaticFiles(directory=STATIC), name="static")
+templates = Jinja2Templates(directory=HERE / "templates")
+
+# Pages are self-contained: no inline script, no third-party origin. `no-referrer` keeps the
+# tracking token out of the Referer sent to a carrier's site.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:;"
+        " connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-store",
+}
+
+EVENT_LABELS = {
+    "created": "Order placed",
+    "tracking_updated": "Tracking details updated",
+    "note": "Note from the store",
+    "cancelled": "Cancelled",
+}
+CARRIERS = ["UPS", "USPS", "FedEx", "DHL"]
+"""Suggested in the dashboard's ship form; each has a link in `tracking.CARRIER_LINKS`."""
+
+
+@cache
+def _static_version(path: str) -> str:
+    return hashlib.sha256((STATIC / path).read_bytes()).hexdigest()[:10]
+
+
+def static_url(path: str) -> str:
+    """A root-relative URL with a content hash, so a new release is never served stale."""
+    return f"/static/{path}?v={_static_version(path)}"
+
+
+def status_label(status: OrderStatus | str) -> str:
+    return str(status).capitalize()
+
+
+def event_label(kind: str, status: OrderStatus | None) -> str:
+    if kind == "status_changed" and status is not None:
+        return status_label(status)
+    return EVENT_LABELS.get(kind, kind.replace("_", " ").capitalize())
+
+
+templates.env.globals.update(
+    static_url=static_url, status_label=status_label, event_label=event_label
+)
+
+
+def _render(
+    request: Request, name: str, context: dict[str, Any], status_code: int = 200
+) -> HTMLResponse:
+    response = templates.TemplateResponse(request, name, context, status_code=status_code)
+    response.headers.update(SECURITY_HEADERS)
+    return response
+
+
+def _track_url(order_number: str) -> str:
+    return f"/track/{quote(order_number.strip().upper(), safe='')}"
+
+
+async def _form(request: Request) -> dict[str, str]:
+    """An url-encoded form body as a dict of first values (no multipart needed here)."""
+    body = (await request.body())[:4096].decode("utf-8", errors="replace")
+    return {k: v[0].strip() for k, v in parse_qs(body).items()}
+
+
+def _form_page(request: Request, status_code: int = 200, **context: Any) -> HTMLResponse:
+    context = {"number": "", "email": "", "problem": None, **context}
+    return _render(request, "track_form.html", context, status_code=status_code)
+
+
+async def _lookup(
+    request: Request, conn: Conn, number: str, *, email: str = "", token: str = ""
+) -> HTMLResponse:
+    """The order's page, the same friendly page for an unknown number and a wrong email
+    (so neither can be probed), or a polite "slow down" under the JSON endpoint's limit."""
+    try:
+        limit_tracking(request, get_state(request))
+        view = await tracking.track(conn, number, email=email or None, token=token or None)
+    except RateLimited as exc:
+        response = _form_page(request, 429, number=number, problem="rate_limited")
+        response.headers.update(exc.headers)
+        return response
+    except NotFound:
+        return _form_page(request, 404, number=number, email=email, problem="not_found")
+    return _render(request, "track_order.html", {"view": view})
+
+
+@router.get("/track", response_class=HTMLResponse)
+async def read_track_form(request: Request) -> HTMLResponse:
+    """The form a customer without a link starts from."""
+    return _form_page(request)
+
+
+@router.post("/track", response_class=HTMLResponse)
+async def submit_track_form(request: Request, conn: ConnDep) -> Response:
+    """Number alone: go to the order's page. With an email: show the full view right here,
+    so the email never lands in a URL, an access log or the browser history."""
+    form = await _form(request)
+    number, email = form.get("order_number", ""), form.get("email", "")
+    if not number:
+        return _form_page(request, 422, email=email, problem="missing")
+    if not email:
+        return RedirectResponse(_track_url(number), status_code=303)
+    return await _lookup(request, conn, number, email=email)
+
+
+@router.get("/track/{order_number}", response_class=HTMLResponse)
+async def read_tracking_page(
+    request: Request,
+    conn: ConnDep,
+    order_number: str,
+    token: Annotated[str, Query(max_length=128)] = "",
+    email: Annotated[str, Query(max_length=320)] = "",
+) -> HTMLResponse:
+    """An order's progress; personal details only with its tracking token or matching email."""
+    return await _lookup(request, conn, order_number, email=email, token=token)
+
+
+@router.post("/track/{order_number}", response_class=HTMLResponse)
+async def unlock_tracking_page(request: Request, conn: ConnDep, order_number: str) -> HTMLResponse:
+    """The order page's "is this your order?" form: the same page, unredacted on a match."""
+    email = (await _form(request)).get("email", "")
+    return await _lookup(request, conn, order_number, email=email)
+
+
+@router.get("/dashboard", response_class=HTMLResponse)
+async def read_dashboard(request: Request) -> HTMLResponse:
+    """The owner's orders view; signed in by the browser, which holds the token."""
+    return _render(request, "dashboard.html", {"statuses": list(OrderStatus), "carriers": CARRIERS})

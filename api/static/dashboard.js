@@ -1,0 +1,350 @@
+// The owner's dashboard. It talks only to the JSON API, with the token the owner pasted,
+// kept in sessionStorage (this tab only) and sent as a Bearer header: no cookie exists
+// that another site could ride. Data is written with textContent, never as HTML.
+"use strict";
+
+(function () {
+  const TOKEN_KEY = "agent-orders.token";
+  const PAGE_SIZE = 20;
+  const CHART_DAYS = 30;
+  const $ = (id) => document.getElementById(id);
+  const { formatMoney, dateTime, dateOnly } = window.agentOrders;
+  const state = { status: "", search: "", cursors: [null], next: null, order: null };
+
+  const label = (status) => status.charAt(0).toUpperCase() + status.slice(1);
+  const when = (iso) => (iso ? dateTime.format(new Date(iso)) : "");
+
+  function el(tag, attrs, ...children) {
+    const node = document.createElement(tag);
+    Object.entries(attrs || {}).forEach(([k, v]) => {
+      if (k === "class") node.className = v;
+      else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+      else node.setAttribute(k, v);
+    });
+    children.flat().forEach((c) => c != null && node.append(c));
+    return node;
+  }
+
+  function show(node, text) {
+    node.textContent = text || "";
+    node.hidden = !text;
+  }
+
+  // ---- the API -------------------------------------------------------------------
+
+  class ApiError extends Error {
+    constructor(status, problem) {
+      super(problem.detail || problem.title || "The server answered " + status + ".");
+      this.status = status;
+      this.problem = problem;
+    }
+  }
+
+  async function api(path, { method = "GET", body, headers = {} } = {}) {
+    const token = sessionStorage.getItem(TOKEN_KEY);
+    const init = {
+      method,
+      credentials: "omit",
+      cache: "no-store",
+      headers: { Accept: "application/json", Authorization: "Bearer " + token, ...headers },
+    };
+    if (body !== undefined) {
+      init.headers["Content-Type"] = "application/json";
+      init.body = JSON.stringify(body);
+    }
+    let response;
+    try {
+      response = await fetch(path, init);
+    } catch (e) {
+      throw new ApiError(0, { detail: "The server could not be reached. Check your connection." });
+    }
+    const data = await response.json().catch(() => ({}));
+    // Only the token that was refused signs out: a late answer to an older one must not.
+    if (response.status === 401 && sessionStorage.getItem(TOKEN_KEY) === token) {
+      signOut("That key or token was not accepted. Paste it again to sign in.");
+    }
+    if (!response.ok) throw new ApiError(response.status, data);
+    return data;
+  }
+
+  function explain(error) {
+    const code = error.problem && error.problem.code;
+    if (code === "version_conflict") {
+      return "Someone changed this order since you opened it. Reload it and try again.";
+    }
+    const hint = error.problem && error.problem.hint;
+    return hint ? error.message + " (" + hint + ")" : error.message;
+  }
+
+  // ---- sign in and out ------------------------------------------------------------
+
+  function signOut(message) {
+    sessionStorage.removeItem(TOKEN_KEY);
+    if ($("detail").open) $("detail").close();
+    $("app").hidden = true;
+    $("signin").hidden = false;
+    show($("signin-error"), message);
+    $("token").value = "";
+    $("token").focus();
+  }
+
+  async function signIn(token) {
+    sessionStorage.setItem(TOKEN_KEY, token);
+    try {
+      await Promise.all([loadStats(), loadOrders()]);
+    } catch (error) {
+      if (error.status !== 401) signOut(explain(error));
+      return;
+    }
+    $("signin").hidden = true;
+    $("app").hidden = false;
+    show($("signin-error"), "");
+    $("app").querySelector("h1").focus();
+  }
+
+  // ---- stats and chart -------------------------------------------------------------
+
+  async function loadStats() {
+    const stats = await api("/api/orders/stats/summary");
+    $("stat-total").textContent = stats.total_orders;
+    const revenue = Object.entries(stats.revenue).map(([cur, amount]) => formatMoney(amount, cur));
+    $("stat-revenue").textContent = revenue.length ? revenue.join(" · ") : formatMoney(0, "USD");
+    $("stat-pending").textContent = stats.by_status.pending || 0;
+    $("stat-delivered").textContent = stats.by_status.delivered || 0;
+    drawChart(stats.per_day);
+  }
+
+  function drawChart(perDay) {
+    const counts = new Map(perDay.map((d) => [d.day, d.orders]));
+    const days = [];
+    const today = new Date();
+    for (let i = CHART_DAYS - 1; i >= 0; i--) {
+      const d = new Date(Date.UTC(today.getUTCFullYear(), today.getUTCMonth(), today.getUTCDate() - i));
+      const key = d.toISOString().slice(0, 10);
+      days.push({ date: d, orders: counts.get(key) || 0 });
+    }
+    const peak = Math.max(...days.map((d) => d.orders));
+    const max = Math.max(1, peak);
+    const svg = $("chart");
+    const ns = "http://www.w3.org/2000/svg";
+    svg.replaceChildren();
+    const width = 600 / CHART_DAYS;
+    days.forEach((d, i) => {
+      const h = d.orders ? Math.max((d.orders / max) * 118, 3) : 1;
+      const bar = document.createElementNS(ns, "rect");
+      bar.setAttribute("x", i * width + 1);
+      bar.setAttribute("y", 120 - h);
+      bar.setAttribute("width", width - 2);
+      bar.setAttribute("height", h);
+      bar.setAttribute("class", d.orders ? "bar" : "bar empty");
+      const title = document.createElementNS(ns, "title");
+      title.textContent = dateOnly.format(d.date) + ": " + d.orders;
+      bar.append(title);
+      svg.append(bar);
+    });
+    $("chart-from").textContent = dateOnly.format(days[0].date);
+    $("chart-max").textContent = peak ? "most in a day: " + peak : "no orders yet";
+    $("chart-to").textContent = dateOnly.format(days[days.length - 1].date);
+    const total = days.reduce((sum, d) => sum + d.orders, 0);
+    const busiest = days.reduce((a, b) => (b.orders > a.orders ? b : a));
+    $("chart-summary").textContent =
+      total + " orders in the last " + CHART_DAYS + " days" +
+      (total ? "; most on " + dateOnly.format(busiest.date) + " (" + busiest.orders + ")." : ".");
+  }
+
+  // ---- the order list --------------------------------------------------------------
+
+  async function loadOrders() {
+    const params = new URLSearchParams({ limit: PAGE_SIZE });
+    if (state.status) params.set("status", state.status);
+    if (state.search) params.set("search", state.search);
+    const cursor = state.cursors[state.cursors.length - 1];
+    if (cursor) params.set("cursor", cursor);
+    const page = await api("/api/orders/?" + params);
+    state.next = page.next_cursor;
+    renderOrders(page.orders);
+  }
+
+  function renderOrders(orders) {
+    const rows = orders.map((o) =>
+      el("tr", { "data-number": o.order_number },
+        el("th", { scope: "row" },
+          el("button", { type: "button", class: "link", onclick: () => openOrder(o.id) }, o.order_number)),
+        el("td", {}, o.customer_name, el("span", { class: "muted block" }, o.customer_email || "")),
+        el("td", {}, el("span", { class: "badge badge-" + o.status }, label(o.status))),
+        el("td", { class: "num" }, formatMoney(o.total, o.currency)),
+        el("td", {}, el("time", { datetime: o.created_at }, when(o.created_at)))));
+    document.querySelector("#orders tbody").replaceChildren(...rows);
+    $("empty").hidden = orders.length > 0;
+    $("prev").disabled = state.cursors.length < 2;
+    $("next").disabled = !state.next;
+    $("page-info").textContent = "Page " + state.cursors.length;
+  }
+
+  async function reloadList(resetPaging) {
+    if (resetPaging) state.cursors = [null];
+    try {
+      show($("list-error"), "");
+      await loadOrders();
+    } catch (error) {
+      show($("list-error"), explain(error));
+    }
+  }
+
+  // ---- one order -------------------------------------------------------------------
+
+  async function openOrder(id) {
+    show($("detail-error"), "");
+    show($("detail-message"), "");
+    try {
+      renderOrder(await api("/api/orders/" + encodeURIComponent(id)));
+    } catch (error) {
+      show($("list-error"), explain(error));
+      return;
+    }
+    if (!$("detail").open) $("detail").showModal();
+  }
+
+  function fact(term, value) {
+    return value ? [el("dt", {}, term), el("dd", {}, value)] : [];
+  }
+
+  function renderOrder(order) {
+    state.order = order;
+    const money = (v) => formatMoney(v, order.currency);
+    $("detail-heading").textContent = "Order " + order.order_number;
+    $("detail-status").textContent = label(order.status);
+    $("detail-status").className = "badge badge-" + order.status;
+    $("detail-track").href = order.tracking_url;
+    $("detail-lines").replaceChildren(...order.line_items.map((l) =>
+      el("tr", {}, el("td", {}, l.name, l.sku ? el("span", { class: "muted block" }, l.sku) : null),
+        el("td", { class: "num" }, String(l.quantity)),
+        el("td", { class: "num" }, money(l.unit_price)),
+        el("td", { class: "num" }, money(l.line_total)))));
+    $("detail-totals").replaceChildren(
+      ...[["Subtotal", order.subtotal], ["Shipping", order.shipping_fee], ["Total", order.total]].map(
+        ([name, v]) => el("tr", {}, el("th", { scope: "row", colspan: "3" }, name), el("td", { class: "num" }, money(v)))));
+    const a = order.shipping_address;
+    $("detail-customer").replaceChildren(
+      ...[order.customer_name, order.customer_email, order.customer_phone, a.line1, a.line2,
+        [a.postal_code, a.city, a.region].filter(Boolean).join(" "), a.country]
+        .filter(Boolean).flatMap((line) => [line, el("br")]));
+    $("detail-shipping").replaceChildren(
+      ...fact("Carrier", order.carrier), ...fact("Tracking number", order.tracking_number),
+      ...fact("Estimated delivery", order.estimated_delivery &&
+        dateOnly.format(new Date(order.estimated_delivery))),
+      ...fact("Payment", [order.payment_method, order.payment_status].filter(Boolean).join(", ")));
+    $("detail-notes").replaceChildren(
+      ...fact("From the customer", order.customer_notes), ...fact("Internal", order.internal_notes));
+    if (!order.customer_notes && !order.internal_notes) {
+      $("detail-notes").replaceChildren(el("dd", { class: "muted" }, "None"));
+    }
+    $("detail-history").replaceChildren(...order.status_history.slice().reverse().map((e) =>
+      el("li", {},
+        el("span", { class: "event-label" }, eventLabel(e)), " ",
+        el("time", { datetime: e.created_at }, when(e.created_at)),
+        el("span", { class: "muted" }, " · " + e.actor),
+        e.note ? el("p", { class: "event-note" }, e.note) : null)));
+    renderActions(order);
+    $("ship-form").hidden = true;
+  }
+
+  function eventLabel(e) {
+    if (e.kind === "created") return "Created";
+    if (e.kind === "note") return "Note";
+    if (e.kind === "tracking_updated") return "Tracking updated";
+    return (e.from_status ? label(e.from_status) + " → " : "") + label(e.to_status || e.kind);
+  }
+
+  function renderActions(order) {
+    const buttons = order.allowed_next.map((status) =>
+      el("button", {
+        type: "button",
+        class: status === "cancelled" ? "button danger" : "button",
+        onclick: () => chooseAction(status),
+      }, status === "cancelled" ? "Cancel order" : "Mark as " + status));
+    $("detail-actions").replaceChildren(...buttons);
+    if (!buttons.length) $("detail-actions").append(el("p", { class: "muted" }, "This order is final."));
+  }
+
+  function chooseAction(status) {
+    if (status === "shipped") {
+      $("ship-form").hidden = false;
+      $("ship-carrier").focus();
+      return;
+    }
+    if (status === "cancelled" &&
+        !window.confirm("Cancel order " + state.order.order_number + "? Reserved stock is returned.")) {
+      return;
+    }
+    changeStatus({ status });
+  }
+
+  async function changeStatus(change) {
+    const order = state.order;
+    show($("detail-error"), "");
+    show($("detail-message"), "");
+    let updated;
+    try {
+      updated = await api("/api/orders/" + encodeURIComponent(order.id) + "/status", {
+        method: "PATCH",
+        body: change,
+        headers: { "If-Match": '"' + order.version + '"' },
+      });
+    } catch (error) {
+      show($("detail-error"), explain(error));
+      if (error.problem && error.problem.code === "version_conflict") {
+        $("detail-error").append(" ", el("button", {
+          type: "button", class: "button small", onclick: () => openOrder(order.id),
+        }, "Reload order"));
+      }
+      return;
+    }
+    await openOrder(updated.id);
+    show($("detail-message"), "Order " + updated.order_number + " is now " + updated.status + ".");
+    $("detail-heading").focus(); // the button that was pressed is gone
+    reloadList(false);
+    loadStats().catch(() => {});
+  }
+
+  // ---- wiring ----------------------------------------------------------------------
+
+  $("signin-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const token = $("token").value.trim();
+    if (token) signIn(token);
+  });
+  $("signout").addEventListener("click", () => signOut(""));
+  $("filters").addEventListener("submit", (event) => {
+    event.preventDefault();
+    state.status = $("filter-status").value;
+    state.search = $("filter-search").value.trim();
+    reloadList(true);
+  });
+  $("filter-status").addEventListener("change", () => $("filters").requestSubmit());
+  $("next").addEventListener("click", () => {
+    state.cursors.push(state.next);
+    reloadList(false);
+  });
+  $("prev").addEventListener("click", () => {
+    state.cursors.pop();
+    reloadList(false);
+  });
+  $("detail-close").addEventListener("click", () => $("detail").close());
+  $("ship-cancel").addEventListener("click", () => {
+    $("ship-form").hidden = true;
+  });
+  $("ship-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const change = {
+      status: "shipped",
+      carrier: $("ship-carrier").value.trim(),
+      tracking_number: $("ship-number").value.trim(),
+    };
+    if ($("ship-eta").value) change.estimated_delivery = $("ship-eta").value;
+    changeStatus(change);
+  });
+
+  const saved = sessionStorage.getItem(TOKEN_KEY);
+  if (saved) signIn(saved);
+})();
