@@ -163,8 +163,10 @@ def _run(host: str, port: int, workers: int) -> None:
         f"""
 agent-orders: the demo store is served at {base}
   API docs       {base}/docs
-  health         {base}/health   (database: {base}/ready)
+  dashboard      {base}/dashboard   (sign in with the demo API key)
+  tracking page  {base}/track
   tracking link  {link}
+  health         {base}/health   (database: {base}/ready)
   demo API key   {key}
 
 Try it:

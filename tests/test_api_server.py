@@ -18,7 +18,9 @@ def test_run_serves_the_demo_store_with_a_working_key(db_url: str, tmp_path: Pat
         key = re.search(r"export KEY=(\S+)", out)
         link = re.search(r"tracking link\s+(\S+)", out)
         assert key and link, out
-        assert f"{live.base}/docs" in out
+        for path in ("/docs", "/dashboard", "/track"):
+            assert f"{live.base}{path}" in out
+            assert httpx.get(f"{live.base}{path}").status_code == 200
 
         api = httpx.Client(base_url=live.base, headers={"Authorization": f"Bearer {key[1]}"})
         listed = api.get("/api/orders/")

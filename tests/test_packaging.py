@@ -32,6 +32,8 @@ def test_wheel_contains_packages_and_resources(wheel: Path) -> None:
     for prompt in (ROOT / "prompts").glob("*.md"):
         assert f"agent_tools/_resources/prompts/{prompt.name}" in names
     assert "api/__init__.py" in names
+    assert "api/templates/track_order.html" in names
+    assert "api/static/style.css" in names
     assert any(n.endswith("entry_points.txt") for n in names)
 
 
