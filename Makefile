@@ -29,3 +29,11 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache dist build
+
+## Benchmarks on their own throwaway databases (scale at 100,000 orders); a few minutes.
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+## The same with the scale scenario at 1,000,000 orders.
+bench-full: $(STAMP)
+	$(BIN)/python -m bench --full
