@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI
 
 from agent_tools.db import Database
-from agent_tools.service import idempotency
+from agent_tools.service import drafts, idempotency
 from api import pages, problems
 from api.auth import JwtVerifier
 from api.deps import AppState
@@ -57,6 +57,7 @@ def create_app(*, database: Database | None = None, settings: ApiSettings | None
         try:
             async with db.connection() as conn:
                 await idempotency.purge_expired(conn)
+                await drafts.purge_expired(conn)
             app.state.db = db
             yield
         finally:

@@ -405,3 +405,21 @@ class TestCancel:
         ask = {"order_number": anns.order_number, "reason": None}
         err = error(await toolkit.call(ann, "cancel_order", ask))
         assert err["code"] == "invalid_transition" and "ship" in err["hint"]
+
+
+async def test_stale_unconfirmed_drafts_are_purged_confirmed_ones_kept(db: Database) -> None:
+    from agent_tools.service import drafts
+
+    async with db.connection() as conn:
+        agent = await make_store(db)
+        for i, (age_days, confirmed) in enumerate([(10, False), (10, True), (1, False)]):
+            await conn.execute(
+                "insert into agent_orders.drafts (id, kind, agent_id, conversation_id, turn,"
+                " payload, expires_at, confirmed_at) values (%(id)s, 'order', %(agent)s, 'c', 0,"
+                " '{}', now() - make_interval(days => %(age)s),"
+                " case when %(confirmed)s then now() end)",
+                {"id": f"d{i}", "agent": agent.id, "age": age_days, "confirmed": confirmed},
+            )
+        assert await drafts.purge_expired(conn) == 1
+        cur = await conn.execute("select id from agent_orders.drafts order by id")
+        assert [r["id"] for r in await cur.fetchall()] == ["d1", "d2"]

@@ -20,7 +20,6 @@ from agent_tools.db import Conn
 from agent_tools.errors import NotFound, OrderError, OutOfStock, UnknownSku, parse
 from agent_tools.models import LineItem, NewOrder, Order, Provenance
 from agent_tools.service import catalog, orders
-from agent_tools.service.agents import get_agent
 
 _COLUMNS = (
     "id, kind, agent_id, conversation_id, turn, payload, order_id, created_at, expires_at,"
@@ -79,11 +78,10 @@ class Confirmation(BaseModel):
 
 async def quote(conn: Conn, new: NewOrder) -> Quote:
     """Price catalog items without reserving anything; refuses unknown, inactive or short skus."""
-    agent = await get_agent(conn, new.agent_id)
     wanted: dict[str, int] = {}
     for item in new.items:
         wanted[item.sku] = wanted.get(item.sku, 0) + item.quantity
-    products = await catalog.products_by_sku(conn, new.agent_id, list(wanted))
+    agent, products = await catalog.offer(conn, new.agent_id, list(wanted))
     unknown = [s for s in wanted if s not in products or not products[s].active]
     if unknown:
         raise UnknownSku(
@@ -189,10 +187,12 @@ async def draft_order(
     replaces the conversation's open order drafts: only the latest summary can be confirmed.
     """
     new = parse(NewOrder, data)
-    priced = await quote(conn, new)
     order_json = new.model_dump(mode="json")
-    async with conn.transaction():
+    # Pipelined: statements that need no answer (BEGIN, the lock, expiring older drafts, the
+    # COMMIT) travel with the next one that does, so this takes four round trips, not eight.
+    async with conn.pipeline(), conn.transaction():
         await _lock_conversation(conn, new.agent_id, conversation_id)
+        priced = await quote(conn, new)
         existing = await _open_draft(conn, new.agent_id, conversation_id, "order")
         if existing is not None and existing.payload["order"] == order_json:
             return existing, Quote.model_validate(existing.payload["quote"])
@@ -252,7 +252,8 @@ async def confirm(
     by: Provenance,
 ) -> Confirmation:
     """Carry out a draft: create the order, or cancel it. Idempotent under concurrency."""
-    async with conn.transaction():
+    # Pipelined like `draft_order`: BEGIN goes with the first query, COMMIT with the last.
+    async with conn.pipeline(), conn.transaction():
         cur = await conn.execute(
             "select " + _COLUMNS + ", expires_at <= now() as expired from agent_orders.drafts"
             " where id = %(id)s and agent_id = %(agent)s and conversation_id = %(conv)s"
@@ -281,7 +282,8 @@ async def confirm(
                 hint="confirm the latest draft_id, or draft it again and read it back",
             )
         if draft.kind == "order":
-            order = await orders.create_order(conn, draft.payload["order"], by=by)
+            new = parse(NewOrder, draft.payload["order"])
+            order = await orders.insert_order(conn, new, by=by)
             quoted = Decimal(draft.payload["quote"]["total"])
             if order.total != quoted:
                 # Raising rolls the whole transaction back: no order, stock untouched.
@@ -304,6 +306,22 @@ async def confirm(
             " where id = %(id)s returning " + _COLUMNS,
             {"order": order.id, "id": draft.id},
         )
-        updated = await cur.fetchone()
-        assert updated is not None
+    # Read after the block: the update's answer comes back with the COMMIT's.
+    updated = await cur.fetchone()
+    assert updated is not None
     return Confirmation(draft=Draft.model_validate(updated), order=order, repeated=False)
+
+
+async def purge_expired(conn: Conn, *, keep_days: int = 7, limit: int = 1000) -> int:
+    """Delete up to `limit` drafts that expired unconfirmed more than `keep_days` ago.
+
+    Confirmed drafts stay: they are the record of what the customer said yes to.
+    """
+    cur = await conn.execute(
+        "delete from agent_orders.drafts where id in ("
+        " select id from agent_orders.drafts where confirmed_at is null"
+        " and expires_at < now() - make_interval(days => %(days)s)"
+        " limit %(limit)s for update skip locked)",
+        {"days": keep_days, "limit": limit},
+    )
+    return cur.rowcount
