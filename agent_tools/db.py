@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import select
 import threading
 import warnings
 from collections.abc import AsyncIterator
@@ -20,6 +21,10 @@ from agent_tools.errors import Unavailable
 log = logging.getLogger(__name__)
 
 Conn = psycopg.AsyncConnection[dict[str, Any]]
+
+RECONNECT_TIMEOUT = 5.0
+"""Seconds the pool keeps retrying a lost connection in the background before it leaves the
+next attempt to the next request (psycopg_pool's default is 300)."""
 
 _embedded_lock = threading.Lock()
 _embedded: dict[Path, Any] = {}
@@ -65,12 +70,33 @@ def resolve_url(settings: Settings | None = None) -> str:
 
 
 def connect_kwargs(settings: Settings | None = None) -> dict[str, Any]:
-    """Session settings every connection gets; no prepared statements behind a pooler."""
+    """What every connection gets. Behind a transaction pooler: no prepared statements, and
+    no startup `options` (PgBouncer refuses them, Supavisor ignores them); times are
+    `timestamptz` either way, so only their display offset depends on the server."""
     settings = settings or get_settings()
-    kwargs: dict[str, Any] = {"row_factory": dict_row, "options": "-c timezone=UTC"}
-    if not settings.use_prepared_statements():
+    kwargs: dict[str, Any] = {"row_factory": dict_row}
+    if settings.use_prepared_statements():
+        kwargs["options"] = "-c timezone=UTC"
+    else:
         kwargs["prepare_threshold"] = None
     return kwargs
+
+
+async def check_quietly(conn: Conn) -> None:
+    """The pool's check on each checkout, without a round trip for a healthy connection.
+
+    An idle connection has nothing to read; one the server dropped (restart, crash, a
+    terminated backend) has EOF or a FATAL message waiting on its socket. Only then is it
+    pinged, which fails, and the pool replaces it. A connection that dies after this check
+    fails its query instead: `Database.connection` turns that into `Unavailable`, and the pool
+    discards the broken connection when it comes back.
+    """
+    if conn.closed:
+        raise psycopg.OperationalError("the connection is closed")
+    poller = select.poll()
+    poller.register(conn.fileno(), select.POLLIN)
+    if poller.poll(0):
+        await AsyncConnectionPool.check_connection(conn)
 
 
 class Database:
@@ -103,7 +129,12 @@ class Database:
             max_size=max_size or settings.pool_max_size,
             timeout=settings.pool_timeout,
             open=False,
-            check=AsyncConnectionPool.check_connection,
+            check=check_quietly,
+            # After a database outage the pool retries each lost connection with a doubling
+            # delay (1, 2, 4 ... s), so it would answer 503 for up to as long again as the
+            # outage lasted. Giving a retry up after a few seconds lets the next request
+            # start a fresh attempt at once instead.
+            reconnect_timeout=RECONNECT_TIMEOUT,
             name="agent-orders",
         )
         await pool.open(wait=True, timeout=30)
@@ -123,6 +154,22 @@ class Database:
             raise Unavailable(
                 "the database could not be reached", hint="retry in a moment"
             ) from exc
+
+    @asynccontextmanager
+    async def reader(self) -> AsyncIterator[Conn]:
+        """A pooled connection in autocommit, for work that is one read statement: it saves
+        the BEGIN and COMMIT round trips a transaction would add around it."""
+        async with self.connection() as conn:
+            await conn.set_autocommit(True)
+            try:
+                yield conn
+            finally:
+                try:
+                    await conn.set_autocommit(False)
+                except psycopg.Error:
+                    # Never hand an autocommit connection to the next transaction: a closed
+                    # one is replaced by the pool.
+                    await conn.close()
 
     async def close(self) -> None:
         await self.pool.close()

@@ -29,7 +29,11 @@ class AppState:
     track_limiter: RateLimiter
 
 
-def get_state(request: Request) -> AppState:
+# Dependencies are `async def` even when they do not await: FastAPI runs a plain `def` in its
+# thread pool, a hop that costs more than the work of most of these.
+
+
+async def get_state(request: Request) -> AppState:
     state: AppState = request.app.state.api
     return state
 
@@ -37,7 +41,7 @@ def get_state(request: Request) -> AppState:
 StateDep = Annotated[AppState, Depends(get_state)]
 
 
-def get_db(request: Request) -> Database:
+async def get_db(request: Request) -> Database:
     db: Database | None = getattr(request.app.state, "db", None)
     if db is None:
         raise Unavailable("the server is starting or stopping", hint="retry in a moment")
@@ -56,6 +60,15 @@ async def get_conn(db: DbDep) -> AsyncIterator[Conn]:
 # "function" scope: the transaction commits before the response is sent, so a client that
 # got a 201 can read what it wrote.
 ConnDep = Annotated[Conn, Depends(get_conn, scope="function")]
+
+
+async def get_reader(db: DbDep) -> AsyncIterator[Conn]:
+    """A connection without a transaction, for a route that reads with a single statement."""
+    async with db.reader() as conn:
+        yield conn
+
+
+ReaderDep = Annotated[Conn, Depends(get_reader, scope="function")]
 
 _bearer = HTTPBearer(
     auto_error=False,
@@ -85,7 +98,7 @@ async def current_owner(
 OwnerDep = Annotated[UUID, Depends(current_owner)]
 
 
-def limit_tracking(request: Request, state: StateDep) -> None:
+async def limit_tracking(request: Request, state: StateDep) -> None:
     """Public lookups are rate-limited per client address. Behind a reverse proxy, give
     uvicorn `--forwarded-allow-ips=<proxy>` so this is the real client, not the proxy."""
     state.track_limiter.hit(request.client.host if request.client else "unknown")

@@ -22,7 +22,7 @@ from agent_tools.db import Conn
 from agent_tools.errors import NotFound
 from agent_tools.models import OrderStatus
 from agent_tools.service import tracking
-from api.deps import ConnDep, get_state, limit_tracking
+from api.deps import ReaderDep, get_state, limit_tracking
 from api.ratelimit import RateLimited
 
 HERE = Path(__file__).parent
@@ -108,7 +108,7 @@ async def _lookup(
     """The order's page, the same friendly page for an unknown number and a wrong email
     (so neither can be probed), or a polite "slow down" under the JSON endpoint's limit."""
     try:
-        limit_tracking(request, get_state(request))
+        await limit_tracking(request, await get_state(request))
         view = await tracking.track(conn, number, email=email or None, token=token or None)
     except RateLimited as exc:
         response = _form_page(request, 429, number=number, problem="rate_limited")
@@ -126,7 +126,7 @@ async def read_track_form(request: Request) -> HTMLResponse:
 
 
 @router.post("/track", response_class=HTMLResponse)
-async def submit_track_form(request: Request, conn: ConnDep) -> Response:
+async def submit_track_form(request: Request, conn: ReaderDep) -> Response:
     """Number alone: go to the order's page. With an email: show the full view right here,
     so the email never lands in a URL, an access log or the browser history."""
     form = await _form(request)
@@ -141,7 +141,7 @@ async def submit_track_form(request: Request, conn: ConnDep) -> Response:
 @router.get("/track/{order_number}", response_class=HTMLResponse)
 async def read_tracking_page(
     request: Request,
-    conn: ConnDep,
+    conn: ReaderDep,
     order_number: str,
     token: Annotated[str, Query(max_length=128)] = "",
     email: Annotated[str, Query(max_length=320)] = "",
@@ -151,7 +151,9 @@ async def read_tracking_page(
 
 
 @router.post("/track/{order_number}", response_class=HTMLResponse)
-async def unlock_tracking_page(request: Request, conn: ConnDep, order_number: str) -> HTMLResponse:
+async def unlock_tracking_page(
+    request: Request, conn: ReaderDep, order_number: str
+) -> HTMLResponse:
     """The order page's "is this your order?" form: the same page, unredacted on a match."""
     email = (await _form(request)).get("email", "")
     return await _lookup(request, conn, order_number, email=email)

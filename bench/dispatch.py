@@ -55,8 +55,9 @@ async def run(opts: Any) -> Result:
 
             async def direct() -> None:
                 async with db.connection() as conn:
-                    found = await orders.get_order(conn, order.order_number, agent_id=ctx.agent_id)
-                    events = await orders.list_events(conn, found.id, customer_visible_only=True)
+                    found, events = await orders.get_order_with_events(
+                        conn, order.order_number, agent_id=ctx.agent_id, customer_visible_only=True
+                    )
                     key = await tracking.signing_key(conn)
                     tracking.build_view(found, events, full=True)
                     tracking.tracking_url(key, found)

@@ -6,11 +6,13 @@ from collections.abc import Sequence
 from uuid import UUID
 
 from agent_tools.db import Conn
-from agent_tools.errors import ValidationFailed, parse
-from agent_tools.models import Product, ProductIn
+from agent_tools.errors import NotFound, ValidationFailed, parse
+from agent_tools.models import Agent, Product, ProductIn
 from agent_tools.service.agents import get_agent
 
 _COLUMNS = "id, agent_id, sku, name, description, unit_price, stock, active, created_at, updated_at"
+_FIELDS = _COLUMNS.split(", ")
+_JOINED = ", ".join(f"p.{c}" for c in _FIELDS)
 MAX_BATCH = 1000
 
 
@@ -91,15 +93,6 @@ async def search_products(
     return [Product.model_validate(r) for r in await cur.fetchall()]
 
 
-async def products_by_sku(conn: Conn, agent_id: UUID, skus: Sequence[str]) -> dict[str, Product]:
-    cur = await conn.execute(
-        "select " + _COLUMNS + " from agent_orders.products"
-        " where agent_id = %(agent)s and sku = any(%(skus)s)",
-        {"agent": agent_id, "skus": list(skus)},
-    )
-    return {r["sku"]: Product.model_validate(r) for r in await cur.fetchall()}
-
-
 async def all_skus(conn: Conn, agent_id: UUID) -> list[str]:
     """Every active sku of the agent, for "did you mean" hints."""
     cur = await conn.execute(
@@ -107,3 +100,34 @@ async def all_skus(conn: Conn, agent_id: UUID) -> list[str]:
         {"agent": agent_id},
     )
     return [r["sku"] for r in await cur.fetchall()]
+
+
+async def offer(
+    conn: Conn, agent_id: UUID, skus: Sequence[str]
+) -> tuple[Agent, dict[str, Product]]:
+    """The agent and those of its products with these skus (active or not), in one query."""
+    cur = await conn.execute(
+        "select a.owner_id as agent_owner_id, a.name as agent_name, a.currency as agent_currency,"
+        " a.shipping_fee as agent_shipping_fee, a.created_at as agent_created_at,"
+        " a.updated_at as agent_updated_at, " + _JOINED + " from agent_orders.agents a"
+        " left join agent_orders.products p on p.agent_id = a.id and p.sku = any(%(skus)s)"
+        " where a.id = %(agent)s",
+        {"agent": agent_id, "skus": list(skus)},
+    )
+    rows = await cur.fetchall()
+    if not rows:
+        raise NotFound(f"no agent {agent_id}")
+    first = rows[0]
+    agent = Agent(
+        id=agent_id,
+        owner_id=first["agent_owner_id"],
+        name=first["agent_name"],
+        currency=first["agent_currency"],
+        shipping_fee=first["agent_shipping_fee"],
+        created_at=first["agent_created_at"],
+        updated_at=first["agent_updated_at"],
+    )
+    products = {
+        r["sku"]: Product.model_validate({k: r[k] for k in _FIELDS}) for r in rows if r["id"]
+    }
+    return agent, products

@@ -151,9 +151,19 @@ async def _insert(
     payload: dict[str, Any],
     order_id: UUID | None,
     ttl_seconds: int,
+    replace_open: bool = False,
 ) -> Draft:
+    """A new draft; with `replace_open`, the conversation's open drafts of this kind expire in
+    the same statement (which does not see the new one)."""
+    replace = (
+        "with replaced as (update agent_orders.drafts set expires_at = now()"
+        " where agent_id = %(agent)s and conversation_id = %(conv)s and kind = %(kind)s"
+        " and confirmed_at is null and expires_at > now()) "
+        if replace_open
+        else ""
+    )
     cur = await conn.execute(
-        "insert into agent_orders.drafts"
+        replace + "insert into agent_orders.drafts"
         " (id, kind, agent_id, conversation_id, turn, payload, order_id, expires_at)"
         " values (%(id)s, %(kind)s, %(agent)s, %(conv)s, %(turn)s, %(payload)s, %(order)s,"
         " now() + %(ttl)s) returning " + _COLUMNS,
@@ -188,20 +198,12 @@ async def draft_order(
     """
     new = parse(NewOrder, data)
     order_json = new.model_dump(mode="json")
-    # Pipelined: statements that need no answer (BEGIN, the lock, expiring older drafts, the
-    # COMMIT) travel with the next one that does, so this takes four round trips, not eight.
-    async with conn.pipeline(), conn.transaction():
+    async with conn.transaction():
         await _lock_conversation(conn, new.agent_id, conversation_id)
         priced = await quote(conn, new)
         existing = await _open_draft(conn, new.agent_id, conversation_id, "order")
         if existing is not None and existing.payload["order"] == order_json:
             return existing, Quote.model_validate(existing.payload["quote"])
-        await conn.execute(
-            "update agent_orders.drafts set expires_at = now()"
-            " where agent_id = %(agent)s and conversation_id = %(conv)s and kind = 'order'"
-            " and confirmed_at is null and expires_at > now()",
-            {"agent": new.agent_id, "conv": conversation_id},
-        )
         draft = await _insert(
             conn,
             kind="order",
@@ -211,6 +213,7 @@ async def draft_order(
             payload={"order": order_json, "quote": priced.model_dump(mode="json")},
             order_id=None,
             ttl_seconds=ttl_seconds,
+            replace_open=True,
         )
     return draft, priced
 
@@ -252,8 +255,7 @@ async def confirm(
     by: Provenance,
 ) -> Confirmation:
     """Carry out a draft: create the order, or cancel it. Idempotent under concurrency."""
-    # Pipelined like `draft_order`: BEGIN goes with the first query, COMMIT with the last.
-    async with conn.pipeline(), conn.transaction():
+    async with conn.transaction():
         cur = await conn.execute(
             "select " + _COLUMNS + ", expires_at <= now() as expired from agent_orders.drafts"
             " where id = %(id)s and agent_id = %(agent)s and conversation_id = %(conv)s"
@@ -306,9 +308,8 @@ async def confirm(
             " where id = %(id)s returning " + _COLUMNS,
             {"order": order.id, "id": draft.id},
         )
-    # Read after the block: the update's answer comes back with the COMMIT's.
-    updated = await cur.fetchone()
-    assert updated is not None
+        updated = await cur.fetchone()
+        assert updated is not None
     return Confirmation(draft=Draft.model_validate(updated), order=order, repeated=False)
 
 

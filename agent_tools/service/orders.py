@@ -41,7 +41,6 @@ from agent_tools.models import (
     StatusChange,
     allowed_next,
 )
-from agent_tools.service.agents import get_agent
 
 _COLUMNS = sql.SQL(
     "id, order_number, agent_id, owner_id, conversation_id, customer_name, customer_email,"
@@ -78,20 +77,70 @@ def _line_json(line: LineItem) -> dict[str, Any]:
     }
 
 
-async def _price_catalog_lines(conn: Conn, new: NewOrder) -> list[LineItem]:
-    """Lock the products in id order, check them, reserve stock. Raises before any write."""
+_LOCK_CATALOG = (
+    "select a.owner_id, a.currency, a.shipping_fee,"
+    " p.id, p.sku, p.name, p.unit_price, p.stock, p.active"
+    " from agent_orders.agents a left join lateral ("
+    "   select id, sku, name, unit_price, stock, active from agent_orders.products"
+    "   where agent_id = a.id and sku = any(%(skus)s) order by id for update"
+    " ) p on true"
+    " where a.id = %(agent)s and (%(owner)s::uuid is null or a.owner_id = %(owner)s)"
+)
+"""The agent, and its products for the order locked in id order (so two orders, or an order
+and a cancellation, never deadlock): one round trip. No product matched: one row of nulls."""
+
+_INSERT = sql.SQL(
+    "with o as ("
+    " insert into agent_orders.orders (order_number, agent_id, owner_id, conversation_id,"
+    " customer_name, customer_email, customer_phone, shipping_address, line_items, subtotal,"
+    " shipping_fee, total, currency, customer_notes, internal_notes, payment_status,"
+    " payment_method, metadata)"
+    " values (%(number)s, %(agent)s, %(owner)s, %(conv)s, %(name)s, %(email)s, %(phone)s,"
+    " %(address)s, %(lines)s, %(subtotal)s, %(fee)s, %(total)s, %(currency)s, %(cnotes)s,"
+    " %(inotes)s, %(pstatus)s, %(pmethod)s, %(metadata)s)"
+    " on conflict (order_number) do nothing returning {}"
+    "), created as ("
+    " insert into agent_orders.order_events (order_id, kind, to_status, actor,"
+    " customer_visible, conversation_id, tool_call_id, data)"
+    " select id, 'created', 'pending', %(actor)s, true, %(by_conv)s, %(call)s, '{{}}' from o"
+    "), taken as ("
+    " update agent_orders.products p set stock = p.stock - v.q, updated_at = now()"
+    " from unnest(%(ids)s::uuid[], %(qs)s::int[]) as v(id, q)"
+    " where p.id = v.id and exists (select from o)"
+    ") select * from o"
+).format(_COLUMNS)
+"""The order, its `created` event and the stock it takes (rows the caller has locked), in one
+statement; none of them when the order number is taken."""
+
+
+async def _price_catalog_lines(
+    conn: Conn, new: NewOrder, owner_id: UUID | None
+) -> tuple[dict[str, Any], list[LineItem], list[tuple[UUID, int]]]:
+    """Lock the agent's products, check them and price the lines. Raises before any write.
+
+    Returns the agent's row, the priced catalog lines, and the (product id, quantity) pairs
+    whose stock is tracked, in id order, for the caller to take.
+    """
     wanted: dict[str, int] = defaultdict(int)
     for item in new.items:
         wanted[item.sku] += item.quantity
+    cur = await conn.execute(
+        _LOCK_CATALOG, {"agent": new.agent_id, "owner": owner_id, "skus": list(wanted)}
+    )
+    found = await cur.fetchall()
+    if not found:
+        raise NotFound(f"no agent {new.agent_id}")
+    agent = found[0]
+    if new.currency is not None and new.currency != agent["currency"]:
+        raise CurrencyMismatch(
+            f"this store sells in {agent['currency']}, not {new.currency}",
+            field="currency",
+            expected=agent["currency"],
+        )
     for sku, qty in wanted.items():
         if qty > MAX_QUANTITY:
             raise ValidationFailed(f"at most {MAX_QUANTITY} of {sku!r} per order", field="items")
-    cur = await conn.execute(
-        "select id, sku, name, unit_price, stock, active from agent_orders.products"
-        " where agent_id = %(agent)s and sku = any(%(skus)s) order by id for update",
-        {"agent": new.agent_id, "skus": list(wanted)},
-    )
-    rows = {r["sku"]: r for r in await cur.fetchall()}
+    rows = {r["sku"]: r for r in found if r["id"] is not None}
     unknown = [s for s in wanted if s not in rows or not rows[s]["active"]]
     if unknown:
         raise UnknownSku(
@@ -107,14 +156,7 @@ async def _price_catalog_lines(conn: Conn, new: NewOrder) -> list[LineItem]:
     if short:
         names = ", ".join(f"{x['sku']} (only {x['available']} left)" for x in short)
         raise OutOfStock(f"not enough stock: {names}", hint="lower the quantity", items=short)
-    tracked = [(rows[s]["id"], q) for s, q in wanted.items() if rows[s]["stock"] is not None]
-    if tracked:
-        tracked.sort()
-        await conn.execute(
-            "update agent_orders.products p set stock = p.stock - v.q, updated_at = now()"
-            " from unnest(%(ids)s::uuid[], %(qs)s::int[]) as v(id, q) where p.id = v.id",
-            {"ids": [t[0] for t in tracked], "qs": [t[1] for t in tracked]},
-        )
+    tracked = sorted((rows[s]["id"], q) for s, q in wanted.items() if rows[s]["stock"] is not None)
     lines = []
     for item in new.items:
         row = rows[item.sku]
@@ -129,7 +171,7 @@ async def _price_catalog_lines(conn: Conn, new: NewOrder) -> list[LineItem]:
                 stock_reserved=row["stock"] is not None,
             )
         )
-    return lines
+    return agent, lines, tracked
 
 
 async def create_order(
@@ -142,73 +184,66 @@ async def create_order(
     """Price `data` from the catalog (custom lines as given), reserve stock, insert the order
     and its `created` event, all in one transaction. With `owner_id`, the agent must be theirs."""
     new = parse(NewOrder, data)
-    by = by or Provenance()
     async with conn.transaction():
-        agent = await get_agent(conn, new.agent_id, owner_id=owner_id)
-        if new.currency is not None and new.currency != agent.currency:
-            raise CurrencyMismatch(
-                f"this store sells in {agent.currency}, not {new.currency}",
-                field="currency",
-                expected=agent.currency,
-            )
-        lines = await _price_catalog_lines(conn, new) if new.items else []
-        lines += [
-            LineItem(
-                sku=c.sku,
-                name=c.name,
-                quantity=c.quantity,
-                unit_price=c.unit_price,
-                line_total=c.unit_price * c.quantity,
-            )
-            for c in new.custom_lines
-        ]
-        subtotal = sum((ln.line_total for ln in lines), Decimal("0.00"))
-        if subtotal + agent.shipping_fee > MAX_MONEY:
-            raise ValidationFailed(
-                f"the order total exceeds {MAX_MONEY}", field="items", hint="split the order"
-            )
-        params = {
-            "agent": agent.id,
-            "owner": agent.owner_id,
-            "conv": new.conversation_id or by.conversation_id,
-            "name": new.customer.name,
-            "email": new.customer.email,
-            "phone": new.customer.phone,
-            "address": Jsonb(new.shipping_address.model_dump(exclude_none=True)),
-            "lines": Jsonb([_line_json(ln) for ln in lines]),
-            "subtotal": subtotal,
-            "fee": agent.shipping_fee,
-            "total": subtotal + agent.shipping_fee,
-            "currency": agent.currency,
-            "cnotes": new.customer_notes,
-            "inotes": new.internal_notes,
-            "pstatus": new.payment_status.value,
-            "pmethod": new.payment_method,
-            "metadata": Jsonb(new.metadata),
-        }
-        year = datetime.now(UTC).year
-        row = None
-        for attempt in range(_NUMBER_TRIES):
-            params["number"] = new_order_number(year, attempt)
-            cur = await conn.execute(
-                sql.SQL(
-                    "insert into agent_orders.orders (order_number, agent_id, owner_id,"
-                    " conversation_id, customer_name, customer_email, customer_phone,"
-                    " shipping_address, line_items, subtotal, shipping_fee, total, currency,"
-                    " customer_notes, internal_notes, payment_status, payment_method, metadata)"
-                    " values (%(number)s, %(agent)s, %(owner)s, %(conv)s, %(name)s, %(email)s,"
-                    " %(phone)s, %(address)s, %(lines)s, %(subtotal)s, %(fee)s, %(total)s,"
-                    " %(currency)s, %(cnotes)s, %(inotes)s, %(pstatus)s, %(pmethod)s, %(metadata)s)"
-                    " on conflict (order_number) do nothing returning {}"
-                ).format(_COLUMNS),
-                params,
-            )
-            row = await cur.fetchone()
-            if row is not None:
-                break
-        if row is None:  # pragma: no cover - needs ~12 collisions in a row
-            raise RuntimeError("could not find a free order number")
-        await _add_event(conn, row["id"], "created", by, to_status=OrderStatus.pending)
+        return await insert_order(conn, new, by=by or Provenance(), owner_id=owner_id)
+
+
+async def insert_order(
+    conn: Conn, new: NewOrder, *, by: Provenance, owner_id: UUID | None = None
+) -> Order:
+    """`create_order`'s work inside a transaction the caller has open (and rolls back if this
+    raises), without a savepoint of its own."""
+    agent, lines, tracked = await _price_catalog_lines(conn, new, owner_id)
+    lines += [
+        LineItem(
+            sku=c.sku,
+            name=c.name,
+            quantity=c.quantity,
+            unit_price=c.unit_price,
+            line_total=c.unit_price * c.quantity,
+        )
+        for c in new.custom_lines
+    ]
+    subtotal = sum((ln.line_total for ln in lines), Decimal("0.00"))
+    fee: Decimal = agent["shipping_fee"]
+    if subtotal + fee > MAX_MONEY:
+        raise ValidationFailed(
+            f"the order total exceeds {MAX_MONEY}", field="items", hint="split the order"
+        )
+    params = {
+        "agent": new.agent_id,
+        "owner": agent["owner_id"],
+        "conv": new.conversation_id or by.conversation_id,
+        "name": new.customer.name,
+        "email": new.customer.email,
+        "phone": new.customer.phone,
+        "address": Jsonb(new.shipping_address.model_dump(exclude_none=True)),
+        "lines": Jsonb([_line_json(ln) for ln in lines]),
+        "subtotal": subtotal,
+        "fee": fee,
+        "total": subtotal + fee,
+        "currency": agent["currency"],
+        "cnotes": new.customer_notes,
+        "inotes": new.internal_notes,
+        "pstatus": new.payment_status.value,
+        "pmethod": new.payment_method,
+        "metadata": Jsonb(new.metadata),
+        "actor": by.actor.value,
+        "by_conv": by.conversation_id,
+        "call": by.tool_call_id,
+        "ids": [t[0] for t in tracked],
+        "qs": [t[1] for t in tracked],
+    }
+    year = datetime.now(UTC).year
+    row = None
+    for attempt in range(_NUMBER_TRIES):
+        params["number"] = new_order_number(year, attempt)
+        cur = await conn.execute(_INSERT, params)
+        row = await cur.fetchone()
+        if row is not None:
+            break
+    if row is None:  # pragma: no cover - needs ~12 collisions in a row
+        raise RuntimeError("could not find a free order number")
     return Order.model_validate(row)
 
 
@@ -290,16 +325,43 @@ async def get_order(
     return Order.model_validate(row)
 
 
+_EVENTS = (
+    "select id, order_id, kind, from_status, to_status, note, actor, customer_visible,"
+    " conversation_id, tool_call_id, data, created_at from agent_orders.order_events"
+    " where order_id = {} and (not %(visible)s or customer_visible)"
+)
+
+
 async def list_events(
     conn: Conn, order_id: UUID, *, customer_visible_only: bool = False
 ) -> list[OrderEvent]:
     cur = await conn.execute(
-        "select id, order_id, kind, from_status, to_status, note, actor, customer_visible,"
-        " conversation_id, tool_call_id, data, created_at from agent_orders.order_events"
-        " where order_id = %(order)s and (not %(visible)s or customer_visible) order by id",
+        _EVENTS.format("%(order)s") + " order by id",
         {"order": order_id, "visible": customer_visible_only},
     )
     return [OrderEvent.model_validate(r) for r in await cur.fetchall()]
+
+
+async def get_order_with_events(
+    conn: Conn,
+    key: UUID | str,
+    *,
+    agent_id: UUID | None = None,
+    customer_visible_only: bool = False,
+) -> tuple[Order, list[OrderEvent]]:
+    """`get_order` and `list_events` in one query: one round trip, one snapshot."""
+    clause, value = _key_clause(key)
+    scope, params = _scope(None, agent_id)
+    query = sql.SQL(
+        "select {}, (select coalesce(json_agg(e order by e.id), '[]') from ({}) e) as events"
+        " from agent_orders.orders o where {} and {}"
+    ).format(_COLUMNS, sql.SQL(_EVENTS.format("o.id")), clause, scope)
+    cur = await conn.execute(query, {**params, "key": value, "visible": customer_visible_only})
+    row = await cur.fetchone()
+    if row is None:
+        raise NotFound(f"no order {key}", hint="check the order number")
+    events = [OrderEvent.model_validate(e) for e in row.pop("events")]
+    return Order.model_validate(row), events
 
 
 async def _restock(conn: Conn, order: Order) -> None:

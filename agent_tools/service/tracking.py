@@ -20,7 +20,7 @@ from agent_tools.config import Settings, get_settings
 from agent_tools.db import Conn
 from agent_tools.errors import NotFound
 from agent_tools.models import FLOW, Order, OrderEvent, OrderStatus
-from agent_tools.service.orders import get_order, list_events
+from agent_tools.service.orders import get_order_with_events
 
 _keys: dict[tuple[str, str, str], bytes] = {}
 
@@ -168,7 +168,12 @@ async def track(
     A wrong email is answered exactly like an unknown number, so the two cannot be told apart.
     """
     try:
-        order = await get_order(conn, order_number, agent_id=agent_id)  # type: ignore[arg-type]
+        order, events = await get_order_with_events(
+            conn,
+            order_number,
+            agent_id=agent_id,  # type: ignore[arg-type]
+            customer_visible_only=True,
+        )
     except NotFound:
         raise NotFound(
             "no order with that number and email", hint="check the order number"
@@ -184,5 +189,4 @@ async def track(
         ):
             raise NotFound("no order with that number and email", hint="check the order number")
         full = True
-    events = await list_events(conn, order.id, customer_visible_only=True)
     return build_view(order, events, full=full)

@@ -15,6 +15,7 @@ from agent_tools.errors import (
     Forbidden,
     InvalidTransition,
     NotFound,
+    OrderError,
     UnknownSku,
     ValidationFailed,
 )
@@ -105,25 +106,30 @@ async def _check_skus(inv: Invocation, items: Sequence[Item]) -> None:
 
 async def place_order(inv: Invocation, a: PlaceOrderArgs) -> Result:
     ctx = inv.ctx
-    await _check_skus(inv, a.items)
     # The bound identity wins over whatever the model wrote.
     email = ctx.customer_email or a.customer.email
     phone = ctx.customer_phone or a.customer.phone
-    draft, quote = await drafts.draft_order(
-        inv.conn,
-        {
-            "agent_id": ctx.agent_id,
-            "conversation_id": ctx.conversation_id,
-            "customer": {"name": a.customer.name, "email": email, "phone": phone},
-            "shipping_address": a.shipping_address.model_dump(),
-            "items": [i.model_dump() for i in a.items],
-            "payment_method": a.payment_method,
-            "customer_notes": a.customer_notes,
-        },
-        conversation_id=ctx.conversation_id,
-        turn=ctx.turn,
-        ttl_seconds=inv.settings.draft_ttl_seconds,
-    )
+    try:
+        draft, quote = await drafts.draft_order(
+            inv.conn,
+            {
+                "agent_id": ctx.agent_id,
+                "conversation_id": ctx.conversation_id,
+                "customer": {"name": a.customer.name, "email": email, "phone": phone},
+                "shipping_address": a.shipping_address.model_dump(),
+                "items": [i.model_dump() for i in a.items],
+                "payment_method": a.payment_method,
+                "customer_notes": a.customer_notes,
+            },
+            conversation_id=ctx.conversation_id,
+            turn=ctx.turn,
+            ttl_seconds=inv.settings.draft_ttl_seconds,
+        )
+    except OrderError:
+        # An unknown sku is the likeliest mistake, and the most useful answer names the
+        # nearest ones; only a refused draft pays for reading the whole catalog.
+        await _check_skus(inv, a.items)
+        raise
     order = draft.payload["order"]
     address = order["shipping_address"]
     cur = quote.currency
@@ -188,7 +194,9 @@ async def get_order_status(inv: Invocation, a: GetOrderStatusArgs) -> Result:
     ctx = inv.ctx
     number = _order_number(a.order_number)
     try:
-        order = await orders.get_order(inv.conn, number, agent_id=ctx.agent_id)
+        order, events = await orders.get_order_with_events(
+            inv.conn, number, agent_id=ctx.agent_id, customer_visible_only=True
+        )
     except NotFound:
         raise NotFound(
             f"no order {number} at this store",
@@ -197,7 +205,6 @@ async def get_order_status(inv: Invocation, a: GetOrderStatusArgs) -> Result:
     email = (a.email or "").strip().lower()
     matches = bool(email) and email == order.customer_email
     full = ctx.owns(order) or matches
-    events = await orders.list_events(inv.conn, order.id, customer_visible_only=True)
     view = tracking.build_view(order, events, full=full)
     result: Result = {
         "order_number": view.order_number,

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Path, Query, Response
 
 from agent_tools.service import tracking
 from agent_tools.service.tracking import TrackingView
-from api.deps import ConnDep, TrackingLimit
+from api.deps import DbDep, TrackingLimit
 from api.problems import errors
 
 router = APIRouter(tags=["tracking"])
@@ -22,7 +22,7 @@ router = APIRouter(tags=["tracking"])
 )
 async def track_order(
     order_number: Annotated[str, Path(max_length=64, description="e.g. ORD-2026-123456")],
-    conn: ConnDep,
+    db: DbDep,
     response: Response,
     email: Annotated[
         str | None, Query(max_length=320, description="The order's email: shows full details")
@@ -38,4 +38,7 @@ async def track_order(
     404, so neither can be probed.
     """
     response.headers["Cache-Control"] = "no-store"
-    return await tracking.track(conn, order_number, email=email, token=token)
+    # The busiest public route opens its connection here rather than through a `yield`
+    # dependency, whose exit stack costs about a tenth of this route's CPU time.
+    async with db.reader() as conn:
+        return await tracking.track(conn, order_number, email=email, token=token)

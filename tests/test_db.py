@@ -1,0 +1,112 @@
+"""The pool: connections the server dropped are replaced, and a lost one is a quick 503."""
+
+from __future__ import annotations
+
+import asyncio
+
+import psycopg
+import pytest
+
+from agent_tools.config import Settings
+from agent_tools.db import Database, connect_kwargs
+from agent_tools.errors import Unavailable
+from agent_tools.service import orders
+from tests.conftest import make_store, order_data
+
+
+async def drop_connections(url: str) -> int:
+    """What a server restart or an operator does to every connection of this database."""
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as admin:
+        cur = await admin.execute(
+            "select count(pg_terminate_backend(pid)) from pg_stat_activity"
+            " where datname = current_database() and pid <> pg_backend_pid()"
+        )
+        row = await cur.fetchone()
+    await asyncio.sleep(0.1)  # the backends' goodbyes reach the pooled sockets
+    assert row is not None
+    return int(row[0])
+
+
+async def answer(db: Database, *, reader: bool = False) -> int:
+    async with db.reader() if reader else db.connection() as conn:
+        cur = await conn.execute("select 42 as n")
+        row = await cur.fetchone()
+    assert row is not None
+    return int(row["n"])
+
+
+@pytest.fixture
+async def small_db(db_url: str) -> Database:
+    return await Database.open(db_url, migrate=False, min_size=3, max_size=3)
+
+
+class TestLostConnections:
+    @pytest.mark.parametrize("reader", [False, True])
+    async def test_dropped_idle_connections_are_replaced_unnoticed(
+        self, small_db: Database, db_url: str, reader: bool
+    ) -> None:
+        try:
+            assert await drop_connections(db_url) >= 3
+            assert [await answer(small_db, reader=reader) for _ in range(6)] == [42] * 6
+        finally:
+            await small_db.close()
+
+    @pytest.mark.parametrize("reader", [False, True])
+    async def test_a_connection_lost_in_use_is_unavailable_then_recovered(
+        self, small_db: Database, db_url: str, reader: bool
+    ) -> None:
+        try:
+            with pytest.raises(Unavailable):
+                async with small_db.reader() if reader else small_db.connection() as conn:
+                    await drop_connections(db_url)
+                    await conn.execute("select 1")
+            assert [await answer(small_db, reader=reader) for _ in range(6)] == [42] * 6
+        finally:
+            await small_db.close()
+
+    async def test_a_reader_leaves_no_autocommit_connection_behind(
+        self, small_db: Database
+    ) -> None:
+        try:
+            for _ in range(4):
+                async with small_db.reader() as conn:
+                    assert conn.autocommit
+            for _ in range(4):
+                async with small_db.connection() as conn:
+                    assert not conn.autocommit
+        finally:
+            await small_db.close()
+
+
+@pytest.mark.parametrize(
+    ("url", "prepared"),
+    [
+        ("postgresql://u:p@db.example.supabase.co:5432/postgres", True),
+        ("postgresql://u:p@aws-0-eu.pooler.supabase.com:6543/postgres", False),
+        ("postgresql://u:p@aws-0-eu.pooler.supabase.com:5432/postgres", False),
+        ("postgresql://u:p@pgbouncer.internal:6543/app", False),
+    ],
+)
+def test_transaction_poolers_get_no_prepared_statements_or_options(
+    url: str, prepared: bool
+) -> None:
+    kwargs = connect_kwargs(Settings(database_url=url))
+    assert ("prepare_threshold" not in kwargs) is prepared
+    assert ("options" in kwargs) is prepared
+
+
+async def test_the_service_works_without_prepared_statements(db_url: str) -> None:
+    # What a Supabase transaction pooler demands; the same queries, run often enough that
+    # psycopg would otherwise prepare them.
+    settings = Settings(database_url=db_url, AGENT_ORDERS_PREPARE=False)
+    db = await Database.open(db_url, settings=settings, migrate=False)
+    try:
+        agent = await make_store(db)
+        for _ in range(8):
+            async with db.connection() as conn:
+                await orders.create_order(conn, order_data(agent))
+                cur = await conn.execute("select count(*) as n from pg_prepared_statements")
+                row = await cur.fetchone()
+                assert row is not None and row["n"] == 0
+    finally:
+        await db.close()
