@@ -326,6 +326,8 @@ class OrderFilter(_In):
     created_from: datetime | None = None
     created_to: datetime | None = None
     customer_email: Email | None = None
+    customer_phone_digits: Annotated[str, StringConstraints(pattern=r"^[0-9]{5,32}$")] | None = None
+    """Orders whose phone has exactly these digits, whatever its punctuation."""
     conversation_id: str | None = None
 
 

@@ -314,6 +314,25 @@ class TestIdentity:
         listed = await toolkit.call(guest, "list_my_orders", {"status": "shipped", "limit": 5})
         assert listed["orders"] == []
 
+    async def test_a_phone_verified_customer_lists_orders_by_phone(
+        self, db: Database, toolkit: Toolkit, store: Agent
+    ) -> None:
+        async with db.connection() as conn:
+            theirs = await orders.create_order(
+                conn,
+                order_data(store, customer={"name": "Cy", "phone": "+1 (555) 010-0100"}),
+            )
+            await orders.create_order(
+                conn, order_data(store, customer={"name": "Di", "phone": "+1 555 010 0199"})
+            )
+        ctx = context(store, "phone-chat", customer_phone="15550100100", customer_verified=True)
+        listed = await toolkit.call(ctx, "list_my_orders", {"status": None, "limit": None})
+        assert [o["order_number"] for o in listed["orders"]] == [theirs.order_number]
+        # The same phone, not verified by the host, lists nothing.
+        unverified = context(store, "phone-chat-2", customer_phone="15550100100")
+        err = error(await toolkit.call(unverified, "list_my_orders", {"status": None, "limit": 5}))
+        assert err["code"] == "identity_required"
+
     async def test_order_status_is_redacted_unless_it_is_the_customers(
         self, db: Database, toolkit: Toolkit, store: Agent
     ) -> None:

@@ -577,6 +577,10 @@ async def list_orders(
     if f.customer_email is not None:
         where.append(sql.SQL("customer_email = %(email)s"))
         params["email"] = f.customer_email
+    if f.customer_phone_digits is not None:
+        # The expression of index orders_phone_digits_idx (migration 0005).
+        where.append(sql.SQL("regexp_replace(customer_phone, '[^0-9]', '', 'g') = %(phone)s"))
+        params["phone"] = f.customer_phone_digits
     if f.conversation_id is not None:
         where.append(sql.SQL("conversation_id = %(conv)s"))
         params["conv"] = f.conversation_id

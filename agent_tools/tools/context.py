@@ -44,10 +44,13 @@ class ToolContext:
             return False
         if self.customer_email and order.customer_email == self.customer_email:
             return True
-        if not (self.customer_phone and order.customer_phone):
-            return False
-        digits = _digits(self.customer_phone)
-        return len(digits) >= 5 and digits == _digits(order.customer_phone)
+        digits = self.phone_digits()
+        return bool(digits and order.customer_phone and digits == _digits(order.customer_phone))
+
+    def phone_digits(self) -> str | None:
+        """The bound phone's digits, if there are enough of them to name one customer."""
+        digits = _digits(self.customer_phone or "")
+        return digits if 5 <= len(digits) <= 32 else None
 
 
 def _digits(phone: str) -> str:

@@ -258,9 +258,12 @@ async def list_my_orders(inv: Invocation, a: ListMyOrdersArgs) -> Result:
         "statuses": [a.status] if a.status else [],
     }
     scopes = [{**base, "conversation_id": ctx.conversation_id}]
-    verified = ctx.customer_verified and bool(ctx.customer_email)
-    if verified:
+    phone = ctx.phone_digits()
+    verified = ctx.customer_verified and bool(ctx.customer_email or phone)
+    if ctx.customer_verified and ctx.customer_email:
         scopes.append({**base, "customer_email": ctx.customer_email})
+    if ctx.customer_verified and phone:
+        scopes.append({**base, "customer_phone_digits": phone})
     found: dict[Any, Order] = {}
     for scope in scopes:
         page = await orders.list_orders(inv.conn, owner_id=None, filters=scope, limit=limit)
