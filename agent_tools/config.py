@@ -35,6 +35,10 @@ class Settings(BaseSettings):
     pool_timeout: float = Field(5.0, validation_alias="AGENT_ORDERS_POOL_TIMEOUT")
     """Seconds to wait for a free connection before giving up (the API answers 503)."""
 
+    lock_timeout: float = Field(10.0, ge=0, validation_alias="AGENT_ORDERS_LOCK_TIMEOUT")
+    """Seconds a statement waits for a row lock before the request is answered 503 (0: no
+    limit). Not applied behind a transaction pooler, which cannot carry session settings."""
+
     auth_jwt_secret: SecretStr | None = None
     supabase_url: str | None = None
     auth_jwt_audience: str = "authenticated"

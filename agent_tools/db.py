@@ -76,7 +76,8 @@ def connect_kwargs(settings: Settings | None = None) -> dict[str, Any]:
     settings = settings or get_settings()
     kwargs: dict[str, Any] = {"row_factory": dict_row}
     if settings.use_prepared_statements():
-        kwargs["options"] = "-c timezone=UTC"
+        lock_ms = round(settings.lock_timeout * 1000)
+        kwargs["options"] = f"-c timezone=UTC -c lock_timeout={lock_ms}"
     else:
         kwargs["prepare_threshold"] = None
     return kwargs
@@ -149,6 +150,10 @@ class Database:
         except PoolTimeout as exc:
             raise Unavailable(
                 "the database is busy or unreachable", hint="retry in a moment"
+            ) from exc
+        except psycopg.errors.LockNotAvailable as exc:
+            raise Unavailable(
+                "another change is holding these rows (lock timeout)", hint="retry in a moment"
             ) from exc
         except psycopg.OperationalError as exc:
             raise Unavailable(

@@ -57,6 +57,8 @@ async def migrate(url: str, *, settings: Settings | None = None) -> list[str]:
     kwargs = connect_kwargs(settings)
     applied: list[str] = []
     async with await psycopg.AsyncConnection.connect(url, autocommit=True, **kwargs) as conn:
+        # A schema change may wait for the app's row locks as long as it takes.
+        await conn.execute("set lock_timeout = 0")
         # A session lock: a second process waits here, then finds nothing left to do.
         await conn.execute("select pg_advisory_lock(%s)", (LOCK_KEY,))
         try:

@@ -110,3 +110,24 @@ async def test_the_service_works_without_prepared_statements(db_url: str) -> Non
                 assert row is not None and row["n"] == 0
     finally:
         await db.close()
+
+
+async def test_a_row_lock_held_too_long_is_a_quick_503(db_url: str) -> None:
+    settings = Settings(database_url=db_url, AGENT_ORDERS_LOCK_TIMEOUT=0.5)
+    db = await Database.open(db_url, settings=settings, migrate=False)
+    try:
+        agent = await make_store(db)
+        # Someone (a warehouse script, an editor in the SQL console) holds the product row.
+        with psycopg.connect(db_url) as holder:
+            holder.execute("select 1 from agent_orders.products where sku = 'MUG-BLUE' for update")
+            started = asyncio.get_running_loop().time()
+            with pytest.raises(Unavailable, match="lock timeout"):
+                async with db.connection() as conn:
+                    await orders.create_order(conn, order_data(agent))
+            waited = asyncio.get_running_loop().time() - started
+        async with db.connection() as conn:  # released: the same pool serves again
+            created = await orders.create_order(conn, order_data(agent))
+    finally:
+        await db.close()
+    assert 0.4 < waited < 10
+    assert created.status == "pending"
