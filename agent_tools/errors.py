@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar, TypeVar
 
 import pydantic
@@ -93,7 +93,8 @@ class MigrationError(Exception):
     """A migration problem is an operator's fault: raised, never returned to a model."""
 
 
-def _loc(loc: tuple[int | str, ...]) -> str:
+def field_path(loc: Iterable[int | str]) -> str:
+    """`("items", 0, "quantity")` -> `items[0].quantity`: how every error names a field."""
     out = ""
     for part in loc:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
@@ -102,7 +103,7 @@ def _loc(loc: tuple[int | str, ...]) -> str:
 
 def from_pydantic(exc: pydantic.ValidationError) -> ValidationFailed:
     first = exc.errors()[0]
-    field = _loc(tuple(first["loc"])) or None
+    field = field_path(first["loc"]) or None
     msg = f"{field}: {first['msg']}" if field else str(first["msg"])
     return ValidationFailed(msg, field=field, errors=len(exc.errors()))
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 
@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from agent_tools.errors import OrderError, Unavailable
+from agent_tools.errors import OrderError, Unavailable, field_path
 
 log = logging.getLogger(__name__)
 
@@ -101,17 +101,10 @@ async def _order_error(request: Request, exc: Exception) -> JSONResponse:
     return problem(request, exc.status, exc.code, exc.message, headers=headers, **extra)
 
 
-def _field(loc: Iterable[int | str]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
 async def _request_invalid(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     params = [
-        InvalidParam(field=_field(e.get("loc", ())), message=str(e.get("msg")), type=e["type"])
+        InvalidParam(field=field_path(e.get("loc", ())), message=str(e.get("msg")), type=e["type"])
         for e in exc.errors()
     ]
     first = params[0] if params else InvalidParam(field="body", message="invalid", type="invalid")

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from uuid import UUID
 
 from agent_tools.db import Conn
-from agent_tools.errors import NotFound, ValidationFailed, parse
-from agent_tools.models import Agent, Product, ProductIn
+from agent_tools.errors import NotFound, OutOfStock, UnknownSku, ValidationFailed, parse
+from agent_tools.models import MAX_QUANTITY, Agent, Product, ProductIn
 from agent_tools.service.agents import get_agent
 
 _COLUMNS = "id, agent_id, sku, name, description, unit_price, stock, active, created_at, updated_at"
@@ -71,7 +71,35 @@ async def list_products(
     return [Product.model_validate(r) for r in await cur.fetchall()]
 
 
-def _like(text: str) -> str:
+def check_available(
+    wanted: Mapping[str, int], offer: Mapping[str, tuple[bool, int | None]]
+) -> None:
+    """The one rule for selling catalog lines: every sku known and active, enough stock.
+
+    `wanted` maps sku -> quantity; `offer` maps sku -> (active, stock or None if untracked).
+    """
+    for sku, qty in wanted.items():
+        if qty > MAX_QUANTITY:
+            raise ValidationFailed(f"at most {MAX_QUANTITY} of {sku!r} per order", field="items")
+    unknown = [s for s in wanted if s not in offer or not offer[s][0]]
+    if unknown:
+        raise UnknownSku(
+            f"unknown or unavailable sku {', '.join(map(repr, unknown))}",
+            hint="use a sku from the catalog",
+            skus=unknown,
+        )
+    short = [
+        {"sku": s, "requested": q, "available": stock}
+        for s, q in wanted.items()
+        if (stock := offer[s][1]) is not None and stock < q
+    ]
+    if short:
+        names = ", ".join(f"{x['sku']} (only {x['available']} left)" for x in short)
+        raise OutOfStock(f"not enough stock: {names}", hint="lower the quantity", items=short)
+
+
+def like_pattern(text: str) -> str:
+    """`text` anywhere, with LIKE's wildcards in it taken literally."""
     return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
@@ -88,7 +116,7 @@ async def search_products(
         " and (select bool_and(name ilike w or sku ilike w) from unnest(%(words)s::text[]) w)"
         "     is not false"
         " order by (lower(sku) = lower(%(q)s)) desc, name limit %(limit)s",
-        {"agent": agent_id, "words": [_like(w) for w in words], "q": query, "limit": limit},
+        {"agent": agent_id, "words": [like_pattern(w) for w in words], "q": query, "limit": limit},
     )
     return [Product.model_validate(r) for r in await cur.fetchall()]
 

@@ -17,7 +17,7 @@ from psycopg.types.json import Jsonb
 from pydantic import BaseModel
 
 from agent_tools.db import Conn
-from agent_tools.errors import NotFound, OrderError, OutOfStock, UnknownSku, parse
+from agent_tools.errors import NotFound, OrderError, parse
 from agent_tools.models import LineItem, NewOrder, Order, Provenance
 from agent_tools.service import catalog, orders
 
@@ -82,21 +82,7 @@ async def quote(conn: Conn, new: NewOrder) -> Quote:
     for item in new.items:
         wanted[item.sku] = wanted.get(item.sku, 0) + item.quantity
     agent, products = await catalog.offer(conn, new.agent_id, list(wanted))
-    unknown = [s for s in wanted if s not in products or not products[s].active]
-    if unknown:
-        raise UnknownSku(
-            f"unknown or unavailable sku {', '.join(map(repr, unknown))}",
-            hint="use a sku from the catalog",
-            skus=unknown,
-        )
-    short = [
-        {"sku": s, "requested": q, "available": products[s].stock}
-        for s, q in wanted.items()
-        if (stock := products[s].stock) is not None and stock < q
-    ]
-    if short:
-        names = ", ".join(f"{x['sku']} (only {x['available']} left)" for x in short)
-        raise OutOfStock(f"not enough stock: {names}", hint="lower the quantity", items=short)
+    catalog.check_available(wanted, {s: (p.active, p.stock) for s, p in products.items()})
     lines = [
         LineItem(
             sku=item.sku,

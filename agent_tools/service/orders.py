@@ -20,8 +20,6 @@ from agent_tools.errors import (
     CurrencyMismatch,
     InvalidTransition,
     NotFound,
-    OutOfStock,
-    UnknownSku,
     ValidationFailed,
     VersionConflict,
     parse,
@@ -29,7 +27,6 @@ from agent_tools.errors import (
 from agent_tools.models import (
     FINAL,
     MAX_MONEY,
-    MAX_QUANTITY,
     LineItem,
     NewOrder,
     Order,
@@ -41,6 +38,7 @@ from agent_tools.models import (
     StatusChange,
     allowed_next,
 )
+from agent_tools.service import catalog
 
 _COLUMNS = sql.SQL(
     "id, order_number, agent_id, owner_id, conversation_id, customer_name, customer_email,"
@@ -137,25 +135,8 @@ async def _price_catalog_lines(
             field="currency",
             expected=agent["currency"],
         )
-    for sku, qty in wanted.items():
-        if qty > MAX_QUANTITY:
-            raise ValidationFailed(f"at most {MAX_QUANTITY} of {sku!r} per order", field="items")
     rows = {r["sku"]: r for r in found if r["id"] is not None}
-    unknown = [s for s in wanted if s not in rows or not rows[s]["active"]]
-    if unknown:
-        raise UnknownSku(
-            f"unknown or unavailable sku {', '.join(map(repr, unknown))}",
-            hint="use a sku from the catalog",
-            skus=unknown,
-        )
-    short = [
-        {"sku": s, "requested": q, "available": rows[s]["stock"]}
-        for s, q in wanted.items()
-        if rows[s]["stock"] is not None and rows[s]["stock"] < q
-    ]
-    if short:
-        names = ", ".join(f"{x['sku']} (only {x['available']} left)" for x in short)
-        raise OutOfStock(f"not enough stock: {names}", hint="lower the quantity", items=short)
+    catalog.check_available(wanted, {s: (r["active"], r["stock"]) for s, r in rows.items()})
     tracked = sorted((rows[s]["id"], q) for s, q in wanted.items() if rows[s]["stock"] is not None)
     lines = []
     for item in new.items:
@@ -541,10 +522,6 @@ def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
         raise ValidationFailed("the cursor is not one this API returned", field="cursor") from exc
 
 
-def _like(text: str) -> str:
-    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-
-
 async def list_orders(
     conn: Conn,
     *,
@@ -601,7 +578,7 @@ async def list_orders(
             params["q"] = q.lower()
         else:
             where.append(sql.SQL("(customer_name ilike %(q)s or order_number ilike %(q)s)"))
-            params["q"] = _like(q)
+            params["q"] = catalog.like_pattern(q)
     if cursor:
         created, ident = decode_cursor(cursor)
         where.append(sql.SQL("(created_at, id) < (%(c_at)s, %(c_id)s)"))

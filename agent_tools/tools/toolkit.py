@@ -17,7 +17,7 @@ from jsonschema.exceptions import best_match
 
 from agent_tools.config import Settings, get_settings
 from agent_tools.db import Database
-from agent_tools.errors import OrderError, ValidationFailed, from_pydantic
+from agent_tools.errors import OrderError, ValidationFailed, field_path, from_pydantic
 from agent_tools.models import Agent
 from agent_tools.service import agents
 from agent_tools.tools.context import Invocation, ToolContext
@@ -54,13 +54,6 @@ _DEFAULT_HINTS = {
 }
 
 
-def _loc(path: Any) -> str:
-    out = ""
-    for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
 def _short(text: object, limit: int = 40) -> str:
     s = str(text)
     return repr(s if len(s) <= limit else s[:limit] + "...")
@@ -79,12 +72,12 @@ _TYPE_WORDS = {
 
 def _explain(err: jsonschema.ValidationError) -> ValidationFailed:
     """A schema failure as one sentence naming the field, without echoing the value."""
-    field = _loc(err.absolute_path) or "arguments"
+    field = field_path(err.absolute_path) or "arguments"
     rule, want, value = err.validator, err.validator_value, err.instance
     hint = "fix that field and call the tool again"
     if rule == "required":
         missing = [p for p in want if isinstance(value, dict) and p not in value]
-        name = _loc([*err.absolute_path, missing[0]]) if missing else field
+        name = field_path([*err.absolute_path, missing[0]]) if missing else field
         message = f"{name} is missing"
         hint = "send every field of the schema; use null for unknown optional ones"
     elif rule == "additionalProperties":
