@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -147,6 +148,10 @@ def _serve(host: str, port: int, workers: int) -> None:
     os.environ["DATABASE_URL"] = resolve_url()
     get_settings.cache_clear()
     get_api_settings.cache_clear()
+    # After its graceful shutdown uvicorn raises the SIGTERM it caught again. Its default
+    # action would end the process on the spot; as an exception it lets `main` stop the
+    # embedded server on the way out.
+    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
     uvicorn.run("api.app:create_app", factory=True, host=host, port=port, workers=workers)
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+import signal
+import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -49,3 +52,22 @@ def test_serve_with_two_workers(db_url: str, tmp_path: Path) -> None:
         r = httpx.get(f"{live.base}/api/orders/", headers={"Authorization": "Bearer nope"})
         assert r.status_code == 401
         assert r.headers["content-type"] == "application/problem+json"
+
+
+def test_stopping_run_stops_the_embedded_server(tmp_path: Path) -> None:
+    """`make run` on the embedded server, then a SIGTERM (a service manager, `kill`): the
+    server shuts down gracefully and takes its embedded PostgreSQL with it."""
+    env = {"DATABASE_URL": "", "AGENT_ORDERS_DATA_DIR": str(tmp_path / "data")}
+    with server(["run"], env, tmp_path) as live:
+        pidfile = tmp_path / "data" / "pgdata" / "postmaster.pid"
+        postgres = int(pidfile.read_text().split()[0])
+        assert httpx.get(f"{live.base}/ready").status_code == 200
+    # `server` sent SIGTERM and waited for the process to exit.
+    for _ in range(100):
+        try:
+            os.kill(postgres, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    os.kill(postgres, signal.SIGKILL)
+    raise AssertionError(f"the embedded server outlived `agent-orders run`:\n{live.output()}")
