@@ -6,8 +6,10 @@ and reuse the dependencies of `api.deps` and the service functions the JSON rout
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 
 from fastapi import APIRouter, FastAPI
 
@@ -19,6 +21,8 @@ from api.deps import AppState
 from api.ratelimit import RateLimiter
 from api.routes import agents, health, keys, orders, tracking
 from api.settings import ApiSettings, get_api_settings
+
+log = logging.getLogger(__name__)
 
 ROUTERS: tuple[APIRouter, ...] = (
     health.router,
@@ -38,6 +42,20 @@ Supabase Auth access token. Errors are RFC 9457 `application/problem+json` with 
 """
 
 
+async def _housekeeping(db: Database, every: float) -> None:
+    """At start and then every `every` seconds: purge expired idempotency keys and drafts
+    that expired unconfirmed. Each worker runs it; the purges skip rows another one holds."""
+    while True:
+        try:
+            async with db.connection() as conn:
+                await idempotency.purge_expired(conn)
+                await drafts.purge_expired(conn)
+        except Exception:
+            # The database may be away for a moment; the next round tries again.
+            log.warning("housekeeping failed", exc_info=True)
+        await asyncio.sleep(every)
+
+
 def create_app(*, database: Database | None = None, settings: ApiSettings | None = None) -> FastAPI:
     """Build the app. With `database` the caller owns the pool; otherwise the lifespan opens
     one from the settings (migrating first) and closes it on shutdown."""
@@ -54,14 +72,15 @@ def create_app(*, database: Database | None = None, settings: ApiSettings | None
             yield
             return
         db = await Database.open(settings.database_url, settings=settings)
+        chores = asyncio.create_task(_housekeeping(db, settings.housekeeping_seconds))
         try:
-            async with db.connection() as conn:
-                await idempotency.purge_expired(conn)
-                await drafts.purge_expired(conn)
             app.state.db = db
             yield
         finally:
             app.state.db = None
+            chores.cancel()
+            with suppress(asyncio.CancelledError):
+                await chores
             await db.close()
 
     app = FastAPI(

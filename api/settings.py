@@ -26,6 +26,11 @@ class ApiSettings(Settings):
     jwks_cooldown: float = Field(30.0, ge=0, validation_alias="AGENT_ORDERS_JWKS_COOLDOWN")
     """Minimum seconds between refetches triggered by an unknown key id."""
 
+    housekeeping_seconds: float = Field(
+        3600.0, gt=0, validation_alias="AGENT_ORDERS_HOUSEKEEPING_SECONDS"
+    )
+    """How often the server purges expired idempotency keys and stale drafts."""
+
 
 @lru_cache(maxsize=1)
 def get_api_settings() -> ApiSettings:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -10,8 +11,10 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
+import psycopg
 
-from tests.api_support import JWT_SECRET, bearer, server
+from api.app import create_app
+from tests.api_support import JWT_SECRET, bearer, server, settings
 from tests.conftest import OWNER
 
 
@@ -71,3 +74,37 @@ def test_stopping_run_stops_the_embedded_server(tmp_path: Path) -> None:
         time.sleep(0.1)
     os.kill(postgres, signal.SIGKILL)
     raise AssertionError(f"the embedded server outlived `agent-orders run`:\n{live.output()}")
+
+
+async def test_the_server_purges_expired_keys_and_drafts_while_it_runs(db_url: str) -> None:
+    app = create_app(settings=settings(database_url=db_url, housekeeping_seconds=0.2))
+    async with (
+        app.router.lifespan_context(app),
+        await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn,
+    ):
+        agent = await conn.execute(
+            "insert into agent_orders.agents (owner_id, name, currency)"
+            " values (%s, 'Chores', 'USD') returning id",
+            (OWNER,),
+        )
+        agent_id = (await agent.fetchone())[0]  # type: ignore[index]
+        await conn.execute(
+            "insert into agent_orders.idempotency_keys (owner_id, key, request_hash,"
+            " expires_at) values (%s, 'old', 'h', now() - interval '1 hour')",
+            (OWNER,),
+        )
+        await conn.execute(
+            "insert into agent_orders.drafts (id, kind, agent_id, conversation_id, turn,"
+            " payload, expires_at) values ('stale', 'order', %s, 'c', 0, '{}',"
+            " now() - interval '30 days')",
+            (agent_id,),
+        )
+        for _ in range(100):
+            cur = await conn.execute(
+                "select (select count(*) from agent_orders.idempotency_keys)"
+                " + (select count(*) from agent_orders.drafts)"
+            )
+            if (await cur.fetchone()) == (0,):
+                return
+            await asyncio.sleep(0.05)
+    raise AssertionError("expired idempotency keys and drafts were not purged")
