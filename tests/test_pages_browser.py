@@ -22,7 +22,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from agent_tools.db import Database
-from tests.api_support import Server, server
+from tests.api_support import ApiProcess, server
 from tests.pages_support import ARTIFACTS, CHROMIUM, Demo, require_chromium, seed_demo
 
 pytestmark = pytest.mark.browser
@@ -42,7 +42,7 @@ expect.set_options(timeout=10_000)  # a busy CI machine is slower than a laptop
 
 
 @pytest.fixture
-def live(db_url: str, tmp_path: Path) -> Iterator[tuple[Server, Demo]]:
+def live(db_url: str, tmp_path: Path) -> Iterator[tuple[ApiProcess, Demo]]:
     """A real server on this test's fresh database, with the demo store loaded."""
 
     async def seed() -> Demo:
@@ -94,7 +94,7 @@ def snap(page: Page, name: str, readme: str | None = None) -> None:
 
 
 def test_tracking_page_shows_progress_and_hides_details_until_the_email_matches(
-    browser: Browser, live: tuple[Server, Demo]
+    browser: Browser, live: tuple[ApiProcess, Demo]
 ) -> None:
     srv, demo = live
     errors: list[str] = []
@@ -155,7 +155,7 @@ def test_tracking_page_shows_progress_and_hides_details_until_the_email_matches(
 
 
 def test_dashboard_signs_in_filters_and_ships_an_order(
-    browser: Browser, live: tuple[Server, Demo]
+    browser: Browser, live: tuple[ApiProcess, Demo]
 ) -> None:
     srv, demo = live
     errors: list[str] = []
@@ -219,7 +219,7 @@ def test_dashboard_signs_in_filters_and_ships_an_order(
 
 
 def test_dashboard_explains_a_version_conflict_and_reloads(
-    browser: Browser, live: tuple[Server, Demo]
+    browser: Browser, live: tuple[ApiProcess, Demo]
 ) -> None:
     srv, demo = live
     errors: list[str] = []
@@ -253,7 +253,7 @@ def test_dashboard_explains_a_version_conflict_and_reloads(
 
 
 def test_dashboard_refuses_a_bad_key_and_signs_out(
-    browser: Browser, live: tuple[Server, Demo]
+    browser: Browser, live: tuple[ApiProcess, Demo]
 ) -> None:
     srv, demo = live
     errors: list[str] = []

@@ -30,7 +30,7 @@ from agent_tools.service import api_keys, catalog, orders
 from agent_tools.tools import ToolContext, Toolkit
 from tests.api_support import PROBLEM_JSON, bearer, client, make_app
 from tests.conftest import OTHER_OWNER, OWNER, drop_database, make_store, new_database
-from tests.reliability_support import ApiProcess, PrivatePostgres, api_process, private_postgres
+from tests.reliability_support import PrivatePostgres, api_process, private_postgres, serve
 from tests.tools_support import place_and_confirm, place_args
 
 pytestmark = pytest.mark.slow
@@ -108,7 +108,7 @@ async def test_crash_of_server_and_database_loses_and_doubles_nothing(
     data. Every order acknowledged with a 201 is there exactly once, nothing unsent appeared,
     stock matches the stored orders; clients retrying with their Idempotency-Key then get
     each unacknowledged order exactly once (replayed if it had committed before the crash)."""
-    server = ApiProcess(pg.url, tmp_path / "api.log")
+    server = serve(pg.url, tmp_path / "api.log")
     try:
         server.start()
         async with httpx.AsyncClient(base_url=server.base, headers=bearer(OWNER)) as api:
