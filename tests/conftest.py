@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 from uuid import UUID, uuid4
 
 import psycopg
@@ -148,3 +149,21 @@ def order_data(
     }
     data.update(extra)
     return data
+
+
+async def census(db: Database) -> dict[str, Any]:
+    """Everything the service or a tool could write: orders, events, drafts (and their
+    state), stock; compared before and after a refused call to show nothing was written."""
+    async with db.connection() as conn:
+        cur = await conn.execute(
+            "select (select count(*) from agent_orders.orders) as orders,"
+            " (select count(*) from agent_orders.order_events) as events,"
+            " (select count(*) from agent_orders.drafts) as drafts,"
+            " (select count(*) from agent_orders.drafts where confirmed_at is not null)"
+            "   as confirmed,"
+            " (select count(*) from agent_orders.orders where status = 'cancelled') as cancelled,"
+            " (select json_object_agg(sku, stock) from agent_orders.products) as stock"
+        )
+        row = await cur.fetchone()
+    assert row is not None
+    return dict(row)

@@ -16,9 +16,9 @@ from agent_tools.db import Database
 from agent_tools.models import Actor, Agent, Provenance
 from agent_tools.service import orders
 from agent_tools.tools import ToolContext, Toolkit
-from tests.conftest import ROOT, order_data
+from tests.conftest import ROOT, census, order_data
 from tests.scripted_openai import ScriptedOpenAI, calls, latest, say, scripted, tool_results
-from tests.tools_support import census, context, place_args
+from tests.tools_support import context, place_args
 
 llm = pytest.fixture(scripted)
 MODEL = "scripted-model"

@@ -22,19 +22,7 @@ from agent_tools.errors import (
 )
 from agent_tools.models import Agent, OrderStatus
 from agent_tools.service import catalog, orders
-from tests.conftest import OTHER_OWNER, OWNER, make_store, order_data
-
-
-async def counts(db: Database) -> dict[str, Any]:
-    async with db.connection() as conn:
-        cur = await conn.execute(
-            "select (select count(*) from agent_orders.orders) as orders,"
-            " (select count(*) from agent_orders.order_events) as events,"
-            " (select json_object_agg(sku, stock) from agent_orders.products) as stock"
-        )
-        row = await cur.fetchone()
-    assert row is not None
-    return dict(row)
+from tests.conftest import OTHER_OWNER, OWNER, census, make_store, order_data
 
 
 class TestCreateOrder:
@@ -55,7 +43,7 @@ class TestCreateOrder:
         assert order.shipping_fee == Decimal("5.00")
         assert order.total == Decimal("49.99")
         assert order.currency == "USD"
-        assert (await counts(db))["stock"]["MUG-BLUE"] == 18
+        assert (await census(db))["stock"]["MUG-BLUE"] == 18
 
     async def test_money_is_exact_over_many_lines(self, db: Database, store: Agent) -> None:
         async with db.connection() as conn:
@@ -105,7 +93,7 @@ class TestCreateOrder:
                 ),
             )
         assert order.subtotal == Decimal("7.66")
-        assert (await counts(db))["stock"]["MUG-BLUE"] == 20
+        assert (await census(db))["stock"]["MUG-BLUE"] == 20
 
     @pytest.mark.parametrize(
         ("change", "error"),
@@ -151,7 +139,7 @@ class TestCreateOrder:
     async def test_bad_input_is_refused_and_writes_nothing(
         self, db: Database, store: Agent, change: dict[str, Any], error: type[OrderError]
     ) -> None:
-        before = await counts(db)
+        before = await census(db)
         data = order_data(store)
         data.update(change)
         async with db.connection() as conn:
@@ -159,7 +147,7 @@ class TestCreateOrder:
                 await orders.create_order(conn, data)
         assert info.value.code == error.code
         assert info.value.message
-        assert await counts(db) == before
+        assert await census(db) == before
 
     async def test_unknown_agent_and_foreign_owner_are_not_found(
         self, db: Database, store: Agent
@@ -196,7 +184,7 @@ class TestConcurrency:
         results = await asyncio.gather(*(one() for _ in range(100)))
         assert results.count("ok") == 20
         assert results.count("out_of_stock") == 80
-        after = await counts(db)
+        after = await census(db)
         assert after["stock"]["MUG-BLUE"] == 0
         assert after["orders"] == 20
 
@@ -290,13 +278,13 @@ class TestStatusMachine:
         self, db: Database, store: Agent, path: list[str], target: str
     ) -> None:
         order = await self._order(db, store, *path)
-        before = await counts(db)
+        before = await census(db)
         async with db.connection() as conn:
             with pytest.raises(InvalidTransition) as info:
                 await orders.update_status(conn, order.id, {"status": target})
             again = await orders.get_order(conn, order.id)
         assert again == order
-        assert await counts(db) == before
+        assert await census(db) == before
         assert target not in info.value.details["allowed"]
 
     async def test_unknown_status_is_a_validation_error(self, db: Database, store: Agent) -> None:
@@ -309,12 +297,12 @@ class TestStatusMachine:
         self, db: Database, store: Agent
     ) -> None:
         order = await self._order(db, store, "confirmed")
-        assert (await counts(db))["stock"]["MUG-BLUE"] == 17
+        assert (await census(db))["stock"]["MUG-BLUE"] == 17
         async with db.connection() as conn:
             cancelled = await orders.cancel_order(conn, order.id, reason="changed my mind")
             events = await orders.list_events(conn, order.id)
         assert cancelled.status == OrderStatus.cancelled and cancelled.cancelled_at is not None
-        assert (await counts(db))["stock"]["MUG-BLUE"] == 20
+        assert (await census(db))["stock"]["MUG-BLUE"] == 20
         assert (events[-1].kind, events[-1].note) == ("cancelled", "changed my mind")
 
     async def test_tracking_update_without_status_change(self, db: Database, store: Agent) -> None:
@@ -404,7 +392,7 @@ class TestCatalog:
             assert len(await catalog.list_products(conn, store.id)) == 5
 
     async def test_bad_batch_writes_nothing(self, db: Database, store: Agent) -> None:
-        before = await counts(db)
+        before = await census(db)
         async with db.connection() as conn:
             with pytest.raises(ValidationFailed):
                 await catalog.upsert_products(
@@ -419,4 +407,4 @@ class TestCatalog:
                 await catalog.upsert_products(
                     conn, store.id, [{"sku": "X", "name": "x", "unit_price": "1.001"}]
                 )
-        assert await counts(db) == before
+        assert await census(db) == before

@@ -13,8 +13,8 @@ from agent_tools.db import Database
 from agent_tools.models import Actor, Agent, Order, OrderStatus, Provenance
 from agent_tools.service import catalog, orders
 from agent_tools.tools import Toolkit
-from tests.conftest import OTHER_OWNER, make_store, order_data
-from tests.tools_support import census, context, place_and_confirm, place_args
+from tests.conftest import OTHER_OWNER, census, make_store, order_data
+from tests.tools_support import context, place_and_confirm, place_args
 
 
 @pytest.fixture

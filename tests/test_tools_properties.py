@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 
 from agent_tools.db import Database
 from agent_tools.tools import TOOLS, ToolContext, Toolkit
-from tests.conftest import make_store
-from tests.tools_support import census, context, place_and_confirm, place_args
+from tests.conftest import census, make_store
+from tests.tools_support import context, place_and_confirm, place_args
 
 EXAMPLES = 60
 

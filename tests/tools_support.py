@@ -1,10 +1,9 @@
-"""Shared helpers for the tool tests: a context, valid arguments, and a census of writes."""
+"""Shared helpers for the tool tests: a context, valid arguments, a placed order."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from agent_tools.db import Database
 from agent_tools.models import Agent
 from agent_tools.tools import ToolContext, Toolkit
 
@@ -42,20 +41,3 @@ async def place_and_confirm(
     done = await toolkit.call(ctx, "confirm_order", {"draft_id": draft["draft_id"]})
     assert done["ok"], done
     return dict(done["order"])
-
-
-async def census(db: Database) -> dict[str, Any]:
-    """Everything a tool could write: orders, events, drafts (and their state), stock."""
-    async with db.connection() as conn:
-        cur = await conn.execute(
-            "select (select count(*) from agent_orders.orders) as orders,"
-            " (select count(*) from agent_orders.order_events) as events,"
-            " (select count(*) from agent_orders.drafts) as drafts,"
-            " (select count(*) from agent_orders.drafts where confirmed_at is not null)"
-            "   as confirmed,"
-            " (select count(*) from agent_orders.orders where status = 'cancelled') as cancelled,"
-            " (select json_object_agg(sku, stock) from agent_orders.products) as stock"
-        )
-        row = await cur.fetchone()
-    assert row is not None
-    return dict(row)
