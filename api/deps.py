@@ -62,14 +62,6 @@ async def get_conn(db: DbDep) -> AsyncIterator[Conn]:
 ConnDep = Annotated[Conn, Depends(get_conn, scope="function")]
 
 
-async def get_reader(db: DbDep) -> AsyncIterator[Conn]:
-    """A connection without a transaction, for a route that reads with a single statement."""
-    async with db.reader() as conn:
-        yield conn
-
-
-ReaderDep = Annotated[Conn, Depends(get_reader, scope="function")]
-
 _bearer = HTTPBearer(
     auto_error=False,
     description="An API key (`ao_...`) or a Supabase Auth access token (JWT).",

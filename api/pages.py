@@ -18,11 +18,11 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
-from agent_tools.db import Conn
+from agent_tools.db import Database
 from agent_tools.errors import NotFound
 from agent_tools.models import OrderStatus
 from agent_tools.service import tracking
-from api.deps import ReaderDep, get_state, limit_tracking
+from api.deps import DbDep, get_state, limit_tracking
 from api.ratelimit import RateLimited
 
 HERE = Path(__file__).parent
@@ -103,13 +103,15 @@ def _form_page(request: Request, status_code: int = 200, **context: Any) -> HTML
 
 
 async def _lookup(
-    request: Request, conn: Conn, number: str, *, email: str = "", token: str = ""
+    request: Request, db: Database, number: str, *, email: str = "", token: str = ""
 ) -> HTMLResponse:
     """The order's page, the same friendly page for an unknown number and a wrong email
     (so neither can be probed), or a polite "slow down" under the JSON endpoint's limit."""
     try:
+        # The limit first: a refused lookup takes no database connection.
         await limit_tracking(request, await get_state(request))
-        view = await tracking.track(conn, number, email=email or None, token=token or None)
+        async with db.reader() as conn:
+            view = await tracking.track(conn, number, email=email or None, token=token or None)
     except RateLimited as exc:
         response = _form_page(request, 429, number=number, problem="rate_limited")
         response.headers.update(exc.headers)
@@ -126,7 +128,7 @@ async def read_track_form(request: Request) -> HTMLResponse:
 
 
 @router.post("/track", response_class=HTMLResponse)
-async def submit_track_form(request: Request, conn: ReaderDep) -> Response:
+async def submit_track_form(request: Request, db: DbDep) -> Response:
     """Number alone: go to the order's page. With an email: show the full view right here,
     so the email never lands in a URL, an access log or the browser history."""
     form = await _form(request)
@@ -135,28 +137,26 @@ async def submit_track_form(request: Request, conn: ReaderDep) -> Response:
         return _form_page(request, 422, email=email, problem="missing")
     if not email:
         return RedirectResponse(_track_url(number), status_code=303)
-    return await _lookup(request, conn, number, email=email)
+    return await _lookup(request, db, number, email=email)
 
 
 @router.get("/track/{order_number}", response_class=HTMLResponse)
 async def read_tracking_page(
     request: Request,
-    conn: ReaderDep,
+    db: DbDep,
     order_number: str,
     token: Annotated[str, Query(max_length=128)] = "",
     email: Annotated[str, Query(max_length=320)] = "",
 ) -> HTMLResponse:
     """An order's progress; personal details only with its tracking token or matching email."""
-    return await _lookup(request, conn, order_number, email=email, token=token)
+    return await _lookup(request, db, order_number, email=email, token=token)
 
 
 @router.post("/track/{order_number}", response_class=HTMLResponse)
-async def unlock_tracking_page(
-    request: Request, conn: ReaderDep, order_number: str
-) -> HTMLResponse:
+async def unlock_tracking_page(request: Request, db: DbDep, order_number: str) -> HTMLResponse:
     """The order page's "is this your order?" form: the same page, unredacted on a match."""
     email = (await _form(request)).get("email", "")
-    return await _lookup(request, conn, order_number, email=email)
+    return await _lookup(request, db, order_number, email=email)
 
 
 @router.get("/dashboard", response_class=HTMLResponse)
