@@ -1,4 +1,4 @@
-"""Domain types: what the service accepts and returns. Money is always `Decimal`."""
+"""Orders: the status machine, what creating or changing an order takes, and what it returns."""
 
 from __future__ import annotations
 
@@ -8,21 +8,21 @@ from enum import StrEnum
 from typing import Annotated, Any
 from uuid import UUID
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    ConfigDict,
-    EmailStr,
-    Field,
-    StringConstraints,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, Field, StringConstraints, field_validator, model_validator
 
-MAX_LINES = 100
-MAX_QUANTITY = 1000
-MAX_MONEY = Decimal("9999999999.99")
-"""The largest amount numeric(12,2) holds: prices and order totals alike."""
+from agent_tools.models.common import (
+    MAX_LINES,
+    Currency,
+    Email,
+    Money,
+    Name,
+    Note,
+    Phone,
+    Quantity,
+    ShortText,
+    Sku,
+    _In,
+)
 
 
 class OrderStatus(StrEnum):
@@ -69,106 +69,6 @@ class PaymentStatus(StrEnum):
     paid = "paid"
     refunded = "refunded"
     failed = "failed"
-
-
-def _money(v: Decimal) -> Decimal:
-    if v != v.quantize(Decimal("0.01")):
-        raise ValueError("must have at most 2 decimal places")
-    return v.quantize(Decimal("0.01"))
-
-
-Money = Annotated[Decimal, Field(ge=0, le=MAX_MONEY), AfterValidator(_money)]
-Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
-Sku = Annotated[
-    str, StringConstraints(strip_whitespace=True, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-]
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-ShortText = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)]
-Note = Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000)]
-Phone = Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^\+?[0-9 ()./-]{5,32}$")]
-Quantity = Annotated[int, Field(ge=1, le=MAX_QUANTITY)]
-
-
-def _lower_email(v: str | None) -> str | None:
-    return v.lower() if v else v
-
-
-Email = Annotated[EmailStr, AfterValidator(_lower_email)]
-
-
-def _has_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
-    if isinstance(value, list | tuple):
-        return any(_has_nul(v) for v in value)
-    return False
-
-
-class _In(BaseModel):
-    """Input from a caller: closed, immutable, and free of NUL characters (PostgreSQL
-    text cannot hold them, so they would otherwise fail late, inside a transaction)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _no_nul(cls, data: Any) -> Any:
-        if _has_nul(data):
-            raise ValueError("text must not contain NUL characters")
-        return data
-
-
-# ---- agents and catalog -----------------------------------------------------------
-
-
-class AgentIn(_In):
-    name: Name
-    currency: Currency = "USD"
-    shipping_fee: Money = Decimal("0.00")
-
-
-class AgentSettings(_In):
-    name: Name | None = None
-    currency: Currency | None = None
-    shipping_fee: Money | None = None
-
-
-class Agent(BaseModel):
-    id: UUID
-    owner_id: UUID
-    name: str
-    currency: str
-    shipping_fee: Decimal
-    created_at: datetime
-    updated_at: datetime
-
-
-class ProductIn(_In):
-    sku: Sku
-    name: Name
-    description: Note = ""
-    unit_price: Money
-    stock: Annotated[int, Field(ge=0, le=10_000_000)] | None = None
-    """`None`: stock is not tracked."""
-    active: bool = True
-
-
-class Product(BaseModel):
-    id: UUID
-    agent_id: UUID
-    sku: str
-    name: str
-    description: str
-    unit_price: Decimal
-    stock: int | None
-    active: bool
-    created_at: datetime
-    updated_at: datetime
-
-
-# ---- orders -------------------------------------------------------------------------
 
 
 class Address(_In):
@@ -334,16 +234,3 @@ class OrderFilter(_In):
 class OrderPage(BaseModel):
     orders: list[Order]
     next_cursor: str | None
-
-
-class DayCount(BaseModel):
-    day: date
-    orders: int
-
-
-class Stats(BaseModel):
-    total_orders: int
-    revenue: dict[str, Decimal]
-    """Per currency, cancelled orders excluded."""
-    by_status: dict[str, int]
-    per_day: list[DayCount]

@@ -1,0 +1,57 @@
+"""Agents (stores) and their catalog products."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated
+from uuid import UUID
+
+from pydantic import BaseModel, Field
+
+from agent_tools.models.common import Currency, Money, Name, Note, Sku, _In
+
+
+class AgentIn(_In):
+    name: Name
+    currency: Currency = "USD"
+    shipping_fee: Money = Decimal("0.00")
+
+
+class AgentSettings(_In):
+    name: Name | None = None
+    currency: Currency | None = None
+    shipping_fee: Money | None = None
+
+
+class Agent(BaseModel):
+    id: UUID
+    owner_id: UUID
+    name: str
+    currency: str
+    shipping_fee: Decimal
+    created_at: datetime
+    updated_at: datetime
+
+
+class ProductIn(_In):
+    sku: Sku
+    name: Name
+    description: Note = ""
+    unit_price: Money
+    stock: Annotated[int, Field(ge=0, le=10_000_000)] | None = None
+    """`None`: stock is not tracked."""
+    active: bool = True
+
+
+class Product(BaseModel):
+    id: UUID
+    agent_id: UUID
+    sku: str
+    name: str
+    description: str
+    unit_price: Decimal
+    stock: int | None
+    active: bool
+    created_at: datetime
+    updated_at: datetime

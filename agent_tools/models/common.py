@@ -1,0 +1,70 @@
+"""Shared field types and the base of every input model. Money is always `Decimal`."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    StringConstraints,
+    model_validator,
+)
+
+MAX_LINES = 100
+MAX_QUANTITY = 1000
+MAX_MONEY = Decimal("9999999999.99")
+"""The largest amount numeric(12,2) holds: prices and order totals alike."""
+
+
+def _money(v: Decimal) -> Decimal:
+    if v != v.quantize(Decimal("0.01")):
+        raise ValueError("must have at most 2 decimal places")
+    return v.quantize(Decimal("0.01"))
+
+
+Money = Annotated[Decimal, Field(ge=0, le=MAX_MONEY), AfterValidator(_money)]
+Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
+Sku = Annotated[
+    str, StringConstraints(strip_whitespace=True, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+]
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+ShortText = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)]
+Note = Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000)]
+Phone = Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^\+?[0-9 ()./-]{5,32}$")]
+Quantity = Annotated[int, Field(ge=1, le=MAX_QUANTITY)]
+
+
+def _lower_email(v: str | None) -> str | None:
+    return v.lower() if v else v
+
+
+Email = Annotated[EmailStr, AfterValidator(_lower_email)]
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
+class _In(BaseModel):
+    """Input from a caller: closed, immutable, and free of NUL characters (PostgreSQL
+    text cannot hold them, so they would otherwise fail late, inside a transaction)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul(cls, data: Any) -> Any:
+        if _has_nul(data):
+            raise ValueError("text must not contain NUL characters")
+        return data

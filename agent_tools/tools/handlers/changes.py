@@ -1,0 +1,59 @@
+"""Changing a placed order on the customer's behalf; every change is a draft confirmed later."""
+
+from __future__ import annotations
+
+from agent_tools.errors import InvalidTransition, NotFound
+from agent_tools.models import CANCELLABLE
+from agent_tools.service import drafts, orders
+from agent_tools.tools.args import CancelOrderArgs
+from agent_tools.tools.context import Invocation
+from agent_tools.tools.handlers.common import Result, Tool, brief, order_number
+
+
+async def cancel_order(inv: Invocation, a: CancelOrderArgs) -> Result:
+    ctx = inv.ctx
+    number = order_number(a.order_number)
+    missing = NotFound(
+        f"no order {number} of this customer",
+        hint="check the number; only the customer's own orders can be cancelled here",
+    )
+    try:
+        order = await orders.get_order(inv.conn, number, agent_id=ctx.agent_id)
+    except NotFound:
+        raise missing from None
+    if not ctx.owns(order):
+        raise missing
+    if order.status not in CANCELLABLE:
+        raise InvalidTransition(
+            f"{number} is {order.status.value} and can no longer be cancelled",
+            hint="orders can be cancelled only before they ship",
+            current=order.status.value,
+        )
+    draft = await drafts.draft_cancel(
+        inv.conn,
+        order,
+        reason=a.reason,
+        conversation_id=ctx.conversation_id,
+        turn=ctx.turn,
+        ttl_seconds=inv.settings.draft_ttl_seconds,
+    )
+    return {
+        "draft_id": draft.id,
+        "status": "awaiting_confirmation",
+        "summary": {**brief(order), "action": "cancel", "reason": a.reason},
+        "expires_at": draft.expires_at.isoformat(timespec="seconds"),
+        "next": "Ask the customer to confirm the cancellation. "
+        "Call confirm_order with this draft_id only after they reply yes.",
+    }
+
+
+TOOLS: tuple[Tool, ...] = (
+    Tool(
+        "cancel_order",
+        "Draft cancelling the customer's own order before it ships. Returns draft_id: "
+        "confirm_order it after the customer says yes.",
+        CancelOrderArgs,
+        cancel_order,
+        writes=True,
+    ),
+)

@@ -1,0 +1,68 @@
+"""What every tool module shares: the `Tool` declaration, money as text, order-number parsing.
+
+No SQL here or in any handler module; a handler checks identity from the context, calls the
+service and returns compact JSON. Money leaves as strings with the currency ("12.50 USD").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from agent_tools.errors import Forbidden, ValidationFailed
+from agent_tools.models import Order
+from agent_tools.service import orders
+from agent_tools.tools.args import Args
+from agent_tools.tools.context import Invocation
+from agent_tools.tools.strict import strict_schema
+
+Result = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Tool:
+    """A tool's name, description for the model, argument model and handler, together."""
+
+    name: str
+    description: str
+    args: type[Args]
+    run: Callable[[Invocation, Any], Awaitable[Result]]
+    writes: bool = False
+    """Whether it can create or change orders (parallel calls are turned off for these)."""
+    schema: dict[str, Any] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "schema", strict_schema(self.args.model_json_schema()))
+
+
+class IdentityRequired(Forbidden):
+    code = "identity_required"
+
+
+def money(amount: Decimal, currency: str) -> str:
+    return f"{amount.quantize(Decimal('0.01'))} {currency}"
+
+
+def order_number(text: str) -> str:
+    """The model's order number, normalised, or a validation error it can act on."""
+    number = text.strip().upper()
+    if not orders.ORDER_NUMBER.match(number):
+        raise ValidationFailed(
+            f"order_number {text[:40]!r} is not an order number",
+            field="order_number",
+            hint="order numbers look like ORD-2026-123456; ask the customer for theirs",
+        )
+    return number
+
+
+def brief(order: Order) -> Result:
+    """An order in one short object: what a list or a confirmation shows."""
+    return {
+        "order_number": order.order_number,
+        "status": order.status.value,
+        "placed": order.created_at.date().isoformat(),
+        "items": [f"{ln.quantity} x {ln.name}" for ln in order.line_items],
+        "total": money(order.total, order.currency),
+    }

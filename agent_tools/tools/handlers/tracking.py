@@ -1,0 +1,123 @@
+"""After the order: its status and timeline, and the customer's own orders."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agent_tools.errors import NotFound
+from agent_tools.models import Order
+from agent_tools.service import orders, tracking
+from agent_tools.tools.args import GetOrderStatusArgs, ListMyOrdersArgs
+from agent_tools.tools.context import Invocation
+from agent_tools.tools.handlers.common import (
+    IdentityRequired,
+    Result,
+    Tool,
+    brief,
+    money,
+    order_number,
+)
+
+
+async def get_order_status(inv: Invocation, a: GetOrderStatusArgs) -> Result:
+    ctx = inv.ctx
+    number = order_number(a.order_number)
+    try:
+        order, events = await orders.get_order_with_events(
+            inv.conn, number, agent_id=ctx.agent_id, customer_visible_only=True
+        )
+    except NotFound:
+        raise NotFound(
+            f"no order {number} at this store",
+            hint="check the order number with the customer",
+        ) from None
+    email = (a.email or "").strip().lower()
+    matches = bool(email) and email == order.customer_email
+    full = ctx.owns(order) or matches
+    view = tracking.build_view(order, events, full=full)
+    result: Result = {
+        "order_number": view.order_number,
+        "status": view.status.value,
+        "items": [f"{i.quantity} x {i.name}" for i in view.items],
+        "timeline": [
+            {"at": e.at.isoformat(timespec="minutes"), "event": e.kind}
+            | ({"status": e.status.value} if e.status else {})
+            | ({"note": e.note} if e.note else {})
+            for e in view.timeline
+        ],
+        "carrier": view.carrier,
+        "tracking_number": view.tracking_number,
+        "carrier_url": view.carrier_url,
+        "estimated_delivery": view.estimated_delivery.isoformat()
+        if view.estimated_delivery
+        else None,
+        "ships_to": ", ".join(x for x in (view.city, view.country) if x),
+        "details": "full" if full else "redacted",
+    }
+    if view.customer is not None:
+        c = view.customer
+        key = await tracking.signing_key(inv.conn, inv.settings)
+        result["customer"] = {
+            "name": c.name,
+            "email": c.email,
+            "phone": c.phone,
+            "address": c.shipping_address,
+        }
+        result["total"] = money(c.total, view.currency)
+        result["tracking_url"] = tracking.tracking_url(key, order, inv.settings)
+    elif a.email:
+        result["hint"] = "the email does not match this order; personal details are withheld"
+    return result
+
+
+async def _has_orders_here(inv: Invocation, filtered: bool) -> bool:
+    """Whether this conversation placed any order (only worth asking if a filter hid them)."""
+    if not filtered:
+        return False
+    scope = {"agent_id": inv.ctx.agent_id, "conversation_id": inv.ctx.conversation_id}
+    page = await orders.list_orders(inv.conn, owner_id=None, filters=scope, limit=1)
+    return bool(page.orders)
+
+
+async def list_my_orders(inv: Invocation, a: ListMyOrdersArgs) -> Result:
+    ctx = inv.ctx
+    limit = a.limit or 5
+    base: dict[str, Any] = {
+        "agent_id": ctx.agent_id,
+        "statuses": [a.status] if a.status else [],
+    }
+    scopes = [{**base, "conversation_id": ctx.conversation_id}]
+    phone = ctx.phone_digits()
+    verified = ctx.customer_verified and bool(ctx.customer_email or phone)
+    if ctx.customer_verified and ctx.customer_email:
+        scopes.append({**base, "customer_email": ctx.customer_email})
+    if ctx.customer_verified and phone:
+        scopes.append({**base, "customer_phone_digits": phone})
+    found: dict[Any, Order] = {}
+    for scope in scopes:
+        page = await orders.list_orders(inv.conn, owner_id=None, filters=scope, limit=limit)
+        found.update({o.id: o for o in page.orders})
+    mine = sorted(found.values(), key=lambda o: (o.created_at, str(o.id)), reverse=True)[:limit]
+    if not mine and not verified and not await _has_orders_here(inv, a.status is not None):
+        raise IdentityRequired(
+            "this customer is not identified, and no order was placed in this conversation",
+            hint="ask the customer for their order number (and email), then call get_order_status",
+        )
+    return {"orders": [brief(o) for o in mine]}
+
+
+TOOLS: tuple[Tool, ...] = (
+    Tool(
+        "get_order_status",
+        "Status, timeline, carrier and delivery estimate of an order. Personal details "
+        "only if the order is this customer's or the email matches.",
+        GetOrderStatusArgs,
+        get_order_status,
+    ),
+    Tool(
+        "list_my_orders",
+        "The current customer's recent orders (signed-in customer, or placed in this chat).",
+        ListMyOrdersArgs,
+        list_my_orders,
+    ),
+)
