@@ -36,6 +36,13 @@ class NotFound(OrderError):
     status = 404
 
 
+class UnknownAgent(NotFound):
+    """The agent (store) does not exist: for the API a wrong id, for the tools a host's fault."""
+
+    def __init__(self, agent_id: object) -> None:
+        super().__init__(f"no agent {agent_id}", hint="check the agent id")
+
+
 class ValidationFailed(OrderError):
     code = "validation"
     status = 422

@@ -19,7 +19,7 @@ from api import pages, problems
 from api.auth import JwtVerifier
 from api.deps import AppState
 from api.ratelimit import RateLimiter
-from api.routes import agents, health, keys, orders, tracking
+from api.routes import agents, health, keys, orders, problem_reports, tracking
 from api.settings import ApiSettings, get_api_settings
 
 log = logging.getLogger(__name__)
@@ -28,6 +28,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     health.router,
     tracking.router,
     orders.router,
+    problem_reports.router,
     agents.router,
     keys.router,
     pages.router,

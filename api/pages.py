@@ -49,6 +49,8 @@ EVENT_LABELS = {
     "tracking_updated": "Tracking details updated",
     "note": "Note from the store",
     "cancelled": "Cancelled",
+    "problem_reported": "Problem reported",
+    "problem_resolved": "Problem resolved",
 }
 CARRIERS = ["UPS", "USPS", "FedEx", "DHL"]
 """Suggested in the dashboard's ship form; each has a link in `tracking.CARRIER_LINKS`."""

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 
-from agent_tools.models import Order, OrderEvent, OrderStatus, Product, ProductIn
+from agent_tools.models import Order, OrderEvent, OrderStatus, ProblemReport, Product, ProductIn
 from agent_tools.service.api_keys import ApiKey
 from agent_tools.service.catalog import MAX_BATCH
 
@@ -18,6 +18,8 @@ class OrderDetail(Order):
     """Statuses the order may move to now."""
     tracking_url: str
     """The customer's tracking link (carries the order's tracking token)."""
+    problems: list[ProblemReport]
+    """Problems the customer reported on this order (open and resolved cases), oldest first."""
 
 
 class ProductsIn(BaseModel):

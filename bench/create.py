@@ -70,6 +70,8 @@ class ToolkitClient:
                 "region": None,
                 "postal_code": None,
                 "country": "US",
+                "recipient_name": None,
+                "recipient_phone": None,
             },
             "payment_method": "card",
             "customer_notes": None,

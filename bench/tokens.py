@@ -1,7 +1,9 @@
 """`tokens`: what the tools cost in a model's context (cl100k, counted offline).
 
 All tool definitions together as sent in `tools=` (and each one alone), the system prompt,
-and typical results as the reference agent loop sends them back (`json.dumps`).
+and typical results as the reference agent loop sends them back (`json.dumps`): a gift order
+to another address, a confirmation that failed because the last units sold meanwhile, and a
+problem report on a shipped order among them.
 """
 
 from __future__ import annotations
@@ -23,6 +25,17 @@ ADDRESS = {
     "region": None,
     "postal_code": "69002",
     "country": "FR",
+    "recipient_name": None,
+    "recipient_phone": None,
+}
+GIFT_ADDRESS = {
+    **ADDRESS,
+    "line1": "5 Calle Mayor",
+    "city": "Madrid",
+    "postal_code": "28013",
+    "country": "ES",
+    "recipient_name": "María López",
+    "recipient_phone": "+34 600 111 222",
 }
 
 
@@ -34,6 +47,7 @@ def _encoder() -> Any:
 
 async def _results(toolkit: Any, agent_id: Any) -> dict[str, dict[str, Any]]:
     """One realistic conversation's tool results, keyed by what they show."""
+    from agent_tools.service import catalog, orders
     from agent_tools.tools import ToolContext
 
     ctx = ToolContext(
@@ -67,6 +81,40 @@ async def _results(toolkit: Any, agent_id: Any) -> dict[str, dict[str, Any]]:
     number = confirmed["order"]["order_number"]
     out["get_order_status (own order)"] = await toolkit.call(
         ctx, "get_order_status", {"order_number": number, "email": None}
+    )
+    gift = {
+        "items": [{"sku": "MUG-BLUE", "quantity": 1}],
+        "customer": {"name": "Chloé Martin", "email": None, "phone": None},
+        "shipping_address": GIFT_ADDRESS,
+        "payment_method": "card",
+        "customer_notes": None,
+    }
+    out["place_order (gift)"] = await toolkit.call(ctx, "place_order", gift)
+    # The last units sell between the summary and the yes.
+    async with toolkit.db.connection() as conn:
+        stock = {p.sku: p.stock for p in await catalog.list_products(conn, agent_id)}
+        taken = await orders.create_order(
+            conn,
+            {
+                "agent_id": agent_id,
+                "customer": {"name": "Someone Else"},
+                "shipping_address": {"line1": "1 Rue", "city": "Paris", "country": "FR"},
+                "items": [{"sku": "MUG-BLUE", "quantity": stock["MUG-BLUE"]}],
+            },
+        )
+    ctx.turn += 1
+    out["error (confirm_order, sold out meanwhile)"] = await toolkit.call(
+        ctx, "confirm_order", {"draft_id": out["place_order (gift)"]["draft_id"]}
+    )
+    async with toolkit.db.connection() as conn:
+        await orders.cancel_order(conn, taken.id)
+        await orders.update_status(
+            conn, number, {"status": "shipped", "carrier": "UPS", "tracking_number": "1Z999"}
+        )
+    out["report_problem (not received)"] = await toolkit.call(
+        ctx,
+        "report_problem",
+        {"order_number": number, "kind": "not_received", "details": "Nothing came after 2 weeks"},
     )
     out["get_order_status (redacted)"] = await toolkit.call(
         stranger, "get_order_status", {"order_number": number, "email": None}

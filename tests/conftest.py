@@ -162,6 +162,7 @@ async def census(db: Database) -> dict[str, Any]:
             " (select count(*) from agent_orders.drafts where confirmed_at is not null)"
             "   as confirmed,"
             " (select count(*) from agent_orders.orders where status = 'cancelled') as cancelled,"
+            " (select count(*) from agent_orders.problem_reports) as problems,"
             " (select json_object_agg(sku, stock) from agent_orders.products) as stock"
         )
         row = await cur.fetchone()

@@ -15,7 +15,7 @@ from agent_tools.agent import GIVE_UP, OrderAgent
 from agent_tools.db import Database
 from agent_tools.models import Actor, Agent, Provenance
 from agent_tools.service import orders
-from agent_tools.tools import ToolContext, Toolkit
+from agent_tools.tools import TOOLS, ToolContext, Toolkit
 from tests.conftest import ROOT, census, order_data
 from tests.scripted_openai import ScriptedOpenAI, calls, latest, say, scripted, tool_results
 from tests.tools_support import context, place_args
@@ -88,7 +88,7 @@ async def test_order_placed_after_a_yes(
     # What the SDK sent: the store's prompt, six strict tools, no parallel calls, our model.
     for req in llm.requests:
         assert req["model"] == MODEL and req["parallel_tool_calls"] is False
-        assert [t["function"]["strict"] for t in req["tools"]] == [True] * 6
+        assert [t["function"]["strict"] for t in req["tools"]] == [True] * len(TOOLS)
     assert "Test Store" in llm.requests[0]["messages"][0]["content"]
     assert bot.ctx.turn == 2
 

@@ -20,8 +20,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from psycopg_pool import AsyncConnectionPool
 
 from agent_tools.db import Database
-from agent_tools.models import Agent
-from agent_tools.service import api_keys, orders
+from agent_tools.models import Agent, ProblemKind, Provenance
+from agent_tools.service import api_keys, orders, problems
 from tests.api_support import JWT_SECRET, assert_problem, bearer, client, free_port, make_app, token
 from tests.conftest import OTHER_OWNER, OWNER, order_data
 
@@ -263,6 +263,9 @@ class TestTenancy:
         async with db.connection() as conn:
             order = await orders.create_order(conn, order_data(store))
             mine, _ = await api_keys.create_key(conn, OWNER, {"name": "mine"})
+            case, _ = await problems.report(
+                conn, order, ProblemKind.other, "typo in the address", by=Provenance()
+            )
         app = make_app(db)
         o, a = order.id, store.id
         new_order = {**order_data(store), "agent_id": str(a)}
@@ -287,6 +290,8 @@ class TestTenancy:
             ("GET", "/api/api-keys/", {}, 200),
             ("POST", "/api/api-keys/", {"json": {"name": "theirs"}}, 201),
             ("DELETE", f"/api/api-keys/{mine.id}", {}, 404),
+            ("GET", "/api/problems/", {}, 200),
+            ("POST", f"/api/problems/{case.id}/resolve", {"json": {"note": "theirs"}}, 404),
         ]
         owner_routes = {
             (method.upper(), path)
@@ -326,7 +331,12 @@ class TestTenancy:
 def _template(path: str) -> str:
     """`/api/orders/<uuid>/status` -> `/api/orders/{order_id}/status`, to match route paths."""
     parts = path.split("/")
-    names = {"orders": "{order_id}", "agents": "{agent_id}", "api-keys": "{key_id}"}
+    names = {
+        "orders": "{order_id}",
+        "agents": "{agent_id}",
+        "api-keys": "{key_id}",
+        "problems": "{problem_id}",
+    }
     for i in range(3, len(parts)):
         if parts[i] and parts[i - 1] in names and parts[i] not in ("stats",):
             parts[i] = names[parts[i - 1]]

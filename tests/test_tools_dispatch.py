@@ -241,7 +241,10 @@ class TestPlaceAndConfirm:
         ctx.turn += 1
         err = error(await toolkit.call(ctx, "confirm_order", {"draft_id": draft["draft_id"]}))
         assert err["code"] == "out_of_stock"
-        assert err["items"] == [{"sku": "MUG-RED", "requested": 5, "available": 2}]
+        assert err["items"] == [
+            {"line": 0, "sku": "MUG-RED", "name": "Red mug", "requested": 5, "available": 2}
+        ]
+        assert err["draft_usable"] is False
         assert await census(db) == before
 
     async def test_a_price_change_after_the_draft_is_not_charged(

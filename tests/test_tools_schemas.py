@@ -69,7 +69,12 @@ def test_the_three_shapes_carry_the_same_content(toolkit: Toolkit) -> None:
         assert c["strict"] is True and r["strict"] is True and r["type"] == "function"
         assert c["parameters"] == r["parameters"] == a["input_schema"]
         assert c["description"] == r["description"] == a["description"]
-    assert toolkit.write_tools == {"place_order", "confirm_order", "cancel_order"}
+    assert toolkit.write_tools == {
+        "place_order",
+        "confirm_order",
+        "cancel_order",
+        "report_problem",
+    }
 
 
 def test_definitions_are_small(toolkit: Toolkit) -> None:

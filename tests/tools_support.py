@@ -23,6 +23,8 @@ def place_args(items: list[dict[str, Any]] | None = None, **over: Any) -> dict[s
             "region": "OR",
             "postal_code": "97201",
             "country": "US",
+            "recipient_name": None,
+            "recipient_phone": None,
         },
         "payment_method": "card",
         "customer_notes": None,

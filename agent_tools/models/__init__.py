@@ -40,6 +40,7 @@ from agent_tools.models.orders import (
     StatusChange,
     allowed_next,
 )
+from agent_tools.models.problems import ProblemKind, ProblemReport, ProblemStatus, Resolution
 from agent_tools.models.stats import DayCount, Stats
 
 __all__ = [
@@ -72,10 +73,14 @@ __all__ = [
     "OrderStatus",
     "PaymentStatus",
     "Phone",
+    "ProblemKind",
+    "ProblemReport",
+    "ProblemStatus",
     "Product",
     "ProductIn",
     "Provenance",
     "Quantity",
+    "Resolution",
     "ShortText",
     "Sku",
     "Stats",

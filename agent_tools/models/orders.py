@@ -83,6 +83,10 @@ class Address(_In):
         str, StringConstraints(strip_whitespace=True, to_upper=True, pattern=r"^[A-Za-z]{2}$")
     ]
     """ISO 3166-1 alpha-2, e.g. "US"."""
+    recipient_name: Name | None = None
+    """Who the parcel is for, when not the customer (a gift): the name on the label."""
+    recipient_phone: Phone | None = None
+    """The recipient's phone, for the carrier."""
 
 
 class Customer(_In):

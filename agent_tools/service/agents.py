@@ -5,7 +5,7 @@ from __future__ import annotations
 from uuid import UUID
 
 from agent_tools.db import Conn
-from agent_tools.errors import NotFound, parse
+from agent_tools.errors import UnknownAgent, parse
 from agent_tools.models import Agent, AgentIn, AgentSettings
 
 _COLUMNS = "id, owner_id, name, currency, shipping_fee, created_at, updated_at"
@@ -32,7 +32,7 @@ async def get_agent(conn: Conn, agent_id: UUID, *, owner_id: UUID | None = None)
     )
     row = await cur.fetchone()
     if row is None:
-        raise NotFound(f"no agent {agent_id}")
+        raise UnknownAgent(agent_id)
     return Agent.model_validate(row)
 
 
@@ -71,5 +71,5 @@ async def update_agent(
     )
     row = await cur.fetchone()
     if row is None:
-        raise NotFound(f"no agent {agent_id}")
+        raise UnknownAgent(agent_id)
     return Agent.model_validate(row)

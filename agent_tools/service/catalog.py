@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from uuid import UUID
 
 from agent_tools.db import Conn
-from agent_tools.errors import NotFound, OutOfStock, UnknownSku, ValidationFailed, parse
+from agent_tools.errors import OutOfStock, UnknownAgent, UnknownSku, ValidationFailed, parse
 from agent_tools.models import MAX_QUANTITY, Agent, Product, ProductIn
 from agent_tools.service.agents import get_agent
 
@@ -94,8 +94,16 @@ def check_available(
         if (stock := offer[s][1]) is not None and stock < q
     ]
     if short:
-        names = ", ".join(f"{x['sku']} (only {x['available']} left)" for x in short)
-        raise OutOfStock(f"not enough stock: {names}", hint="lower the quantity", items=short)
+        names = ", ".join(
+            f"{x['sku']} ({'none' if x['available'] == 0 else 'only ' + str(x['available'])} left)"
+            for x in short
+        )
+        hint = (
+            "remove or replace the sold-out items"
+            if any(x["available"] == 0 for x in short)
+            else "lower the quantity to what is available"
+        )
+        raise OutOfStock(f"not enough stock: {names}", hint=hint, items=short)
 
 
 def like_pattern(text: str) -> str:
@@ -144,7 +152,7 @@ async def offer(
     )
     rows = await cur.fetchall()
     if not rows:
-        raise NotFound(f"no agent {agent_id}")
+        raise UnknownAgent(agent_id)
     first = rows[0]
     agent = Agent(
         id=agent_id,

@@ -231,6 +231,17 @@ async def draft_cancel(
         )
 
 
+async def find(conn: Conn, draft_id: str, *, agent_id: UUID, conversation_id: str) -> Draft | None:
+    """A draft of this agent and conversation, confirmed or not, expired or not."""
+    cur = await conn.execute(
+        "select " + _COLUMNS + " from agent_orders.drafts"
+        " where id = %(id)s and agent_id = %(agent)s and conversation_id = %(conv)s",
+        {"id": draft_id, "agent": agent_id, "conv": conversation_id},
+    )
+    row = await cur.fetchone()
+    return Draft.model_validate(row) if row else None
+
+
 async def confirm(
     conn: Conn,
     draft_id: str,

@@ -20,6 +20,7 @@ from agent_tools.errors import (
     CurrencyMismatch,
     InvalidTransition,
     NotFound,
+    UnknownAgent,
     ValidationFailed,
     VersionConflict,
     parse,
@@ -127,7 +128,7 @@ async def _price_catalog_lines(
     )
     found = await cur.fetchall()
     if not found:
-        raise NotFound(f"no agent {new.agent_id}")
+        raise UnknownAgent(new.agent_id)
     agent = found[0]
     if new.currency is not None and new.currency != agent["currency"]:
         raise CurrencyMismatch(
@@ -228,7 +229,7 @@ async def insert_order(
     return Order.model_validate(row)
 
 
-async def _add_event(
+async def add_event(
     conn: Conn,
     order_id: UUID,
     kind: str,
@@ -452,7 +453,7 @@ async def update_status(
         )
         row = await cur.fetchone()
         assert row is not None
-        await _add_event(
+        await add_event(
             conn,
             order.id,
             kind,
@@ -499,7 +500,7 @@ async def add_note(
         raise ValidationFailed("a note is 1 to 2000 characters", field="note")
     async with conn.transaction():
         order = await get_order(conn, key, owner_id=owner_id)
-        await _add_event(
+        await add_event(
             conn, order.id, "note", by or Provenance(), note=text, visible=customer_visible
         )
     return (await list_events(conn, order.id))[-1]

@@ -131,7 +131,10 @@ def build_view(order: Order, events: list[OrderEvent], *, full: bool) -> Trackin
         carrier=order.carrier,
         tracking_number=order.tracking_number,
         carrier_url=carrier_url(order.carrier, order.tracking_number),
-        estimated_delivery=order.estimated_delivery,
+        # Once delivered (or cancelled) an estimate is only noise, and a wrong one at that.
+        estimated_delivery=None
+        if order.status in (OrderStatus.delivered, OrderStatus.cancelled)
+        else order.estimated_delivery,
         delivered_at=order.delivered_at,
         city=address.get("city"),
         country=address.get("country"),

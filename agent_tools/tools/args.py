@@ -10,7 +10,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agent_tools.models import OrderStatus
+from agent_tools.models import OrderStatus, ProblemKind
 
 Text = Annotated[str, Field(min_length=1, max_length=200)]
 Note = Annotated[str, Field(max_length=1000)]
@@ -48,6 +48,10 @@ class AddressArgs(Args):
     region: Text | None
     postal_code: Annotated[str, Field(max_length=20)] | None
     country: Annotated[str, Field(max_length=2)] = Field(description="2-letter code, e.g. US")
+    recipient_name: Text | None = Field(
+        description="Name on the label if not the customer's (a gift); else null"
+    )
+    recipient_phone: Annotated[str, Field(max_length=32)] | None
 
 
 class PlaceOrderArgs(Args):
@@ -76,4 +80,12 @@ class ListMyOrdersArgs(Args):
 
 class CancelOrderArgs(Args):
     order_number: OrderNumber
-    reason: Note | None
+    reason: Note | None = Field(description="The customer's own words; null unless they gave one")
+
+
+class ReportProblemArgs(Args):
+    order_number: OrderNumber
+    kind: ProblemKind
+    details: Annotated[str, Field(min_length=1, max_length=1000)] = Field(
+        description="What the customer said happened"
+    )

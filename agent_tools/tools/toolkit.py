@@ -17,7 +17,13 @@ from jsonschema.exceptions import best_match
 
 from agent_tools.config import Settings, get_settings
 from agent_tools.db import Database
-from agent_tools.errors import OrderError, ValidationFailed, field_path, from_pydantic
+from agent_tools.errors import (
+    OrderError,
+    UnknownAgent,
+    ValidationFailed,
+    field_path,
+    from_pydantic,
+)
 from agent_tools.models import Agent
 from agent_tools.service import agents
 from agent_tools.tools.context import Invocation, ToolContext
@@ -47,11 +53,14 @@ class UnknownTool(OrderError):
 
 
 _DEFAULT_HINTS = {
-    "validation": "fix that field and call the tool again",
+    "validation": "fix that field (ask the customer if it came from them) and call the tool again",
     "not_found": "check the value with the customer",
     "unknown_sku": "call search_products to find the exact sku",
     "out_of_stock": "offer the available quantity or another product",
+    "unavailable": "try again in a moment; if it keeps failing, apologise to the customer",
 }
+_NO_STORE = "apologise: this store cannot take or look up orders right now"
+"""The host bound a context to an agent that does not exist: nothing the model can fix."""
 
 
 def _short(text: object, limit: int = 40) -> str:
@@ -85,7 +94,7 @@ def _explain(err: jsonschema.ValidationError) -> ValidationFailed:
         extra = [k for k in value if k not in allowed][:5] if isinstance(value, dict) else []
         message = f"{field} has unknown field(s) {', '.join(_short(k) for k in extra)}"
         if any(w in str(k).lower() for k in extra for w in ("price", "total", "cost", "amount")):
-            hint = "prices and totals come from the catalog; do not send them"
+            hint = "remove them: prices and totals come from the catalog"
         else:
             hint = f"remove them; allowed fields: {', '.join(sorted(allowed))}"
     elif rule == "type":
@@ -157,6 +166,8 @@ def _failure(exc: OrderError) -> dict[str, Any]:
     details = {k: v for k, v in exc.to_dict().items() if k not in ("code", "message", "hint")}
     details.pop("errors", None)
     hint = exc.hint or _DEFAULT_HINTS.get(exc.code, "fix the arguments and try again")
+    if isinstance(exc, UnknownAgent):
+        hint = _NO_STORE
     return {
         "ok": False,
         "error": {"code": exc.code, "message": exc.message, "hint": hint, **details},
@@ -265,7 +276,7 @@ class Toolkit:
             return _failure(
                 UnknownTool(
                     f"no tool named {_short(name)}",
-                    hint=f"available tools: {', '.join(self.tools)}",
+                    hint=f"call one of the available tools: {', '.join(self.tools)}",
                 )
             )
         try:

@@ -23,7 +23,7 @@ from agent_tools.models import (
     StatusChange,
     allowed_next,
 )
-from agent_tools.service import orders, stats, tracking
+from agent_tools.service import orders, problems, stats, tracking
 from api.deps import ConnDep, IdempotencyKey, OwnerDep
 from api.idempotency import idempotent
 from api.problems import errors
@@ -45,6 +45,7 @@ async def _detail(conn: Conn, order: Order) -> OrderDetail:
         status_history=events,
         allowed_next=allowed_next(order.status),
         tracking_url=tracking.tracking_url(key, order),
+        problems=await problems.list_for_order(conn, order.id),
     )
 
 

@@ -225,14 +225,18 @@
       ...[["Subtotal", order.subtotal], ["Shipping", order.shipping_fee], ["Total", order.total]].map(
         ([name, v]) => el("tr", {}, el("th", { scope: "row", colspan: "3" }, name), el("td", { class: "num" }, money(v)))));
     const a = order.shipping_address;
+    const lines = (parts) => parts.filter(Boolean).flatMap((line) => [line, el("br")]);
     $("detail-customer").replaceChildren(
-      ...[order.customer_name, order.customer_email, order.customer_phone, a.line1, a.line2,
-        [a.postal_code, a.city, a.region].filter(Boolean).join(" "), a.country]
-        .filter(Boolean).flatMap((line) => [line, el("br")]));
+      ...lines([order.customer_name, order.customer_email, order.customer_phone]));
+    // A gift's label carries the recipient, not the customer.
+    $("detail-ship-to").replaceChildren(
+      ...lines([a.recipient_name && "For " + a.recipient_name, a.recipient_phone, a.line1, a.line2,
+        [a.postal_code, a.city, a.region].filter(Boolean).join(" "), a.country]));
     $("detail-shipping").replaceChildren(
       ...fact("Carrier", order.carrier), ...fact("Tracking number", order.tracking_number),
-      ...fact("Estimated delivery", order.estimated_delivery &&
-        dateOnly.format(new Date(order.estimated_delivery))),
+      ...fact("Delivered", order.delivered_at && when(order.delivered_at)),
+      ...fact("Estimated delivery", !order.delivered_at && order.status !== "cancelled" &&
+        order.estimated_delivery && dateOnly.format(new Date(order.estimated_delivery))),
       ...fact("Payment", [order.payment_method, order.payment_status].filter(Boolean).join(", ")));
     $("detail-notes").replaceChildren(
       ...fact("From the customer", order.customer_notes), ...fact("Internal", order.internal_notes));
@@ -245,14 +249,50 @@
         el("time", { datetime: e.created_at }, when(e.created_at)),
         el("span", { class: "muted" }, " · " + e.actor),
         e.note ? el("p", { class: "event-note" }, e.note) : null)));
+    renderProblems(order);
     renderActions(order);
     $("ship-form").hidden = true;
+  }
+
+  function renderProblems(order) {
+    $("detail-problems-section").hidden = !order.problems.length;
+    $("detail-problems").replaceChildren(...order.problems.map((p) =>
+      el("li", { "data-problem": p.id },
+        el("span", { class: "event-label" }, label(p.kind.replace("_", " ")) + " · " + p.status), " ",
+        el("time", { datetime: p.created_at }, when(p.created_at)),
+        el("p", { class: "event-note" }, p.details),
+        p.resolution ? el("p", { class: "event-note" }, "Resolved: " + p.resolution) : null,
+        p.status === "open" ? resolveForm(p) : null)));
+  }
+
+  function resolveForm(problem) {
+    const note = el("input", { name: "note", required: "", maxlength: "2000",
+      "aria-label": "What was done (shown to the customer)" });
+    return el("form", {
+      class: "inline-form",
+      onsubmit: async (event) => {
+        event.preventDefault();
+        show($("detail-error"), "");
+        try {
+          await api("/api/problems/" + encodeURIComponent(problem.id) + "/resolve", {
+            method: "POST", body: { note: note.value.trim() },
+          });
+        } catch (error) {
+          show($("detail-error"), explain(error));
+          return;
+        }
+        await openOrder(state.order.id);
+        show($("detail-message"), "The problem is resolved; the customer sees your note.");
+      },
+    }, note, el("button", { type: "submit", class: "button small" }, "Resolve"));
   }
 
   function eventLabel(e) {
     if (e.kind === "created") return "Created";
     if (e.kind === "note") return "Note";
     if (e.kind === "tracking_updated") return "Tracking updated";
+    if (e.kind === "problem_reported") return "Problem reported";
+    if (e.kind === "problem_resolved") return "Problem resolved";
     return (e.from_status ? label(e.from_status) + " → " : "") + label(e.to_status || e.kind);
   }
 

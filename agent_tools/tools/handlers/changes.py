@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from agent_tools.errors import InvalidTransition, NotFound
-from agent_tools.models import CANCELLABLE
+from agent_tools.models import CANCELLABLE, OrderStatus
 from agent_tools.service import drafts, orders
 from agent_tools.tools.args import CancelOrderArgs
 from agent_tools.tools.context import Invocation
-from agent_tools.tools.handlers.common import Result, Tool, brief, order_number
+from agent_tools.tools.handlers.common import Result, Tool, brief, order_number, ship_to
 
 
 async def cancel_order(inv: Invocation, a: CancelOrderArgs) -> Result:
@@ -15,7 +15,8 @@ async def cancel_order(inv: Invocation, a: CancelOrderArgs) -> Result:
     number = order_number(a.order_number)
     missing = NotFound(
         f"no order {number} of this customer",
-        hint="check the number; only the customer's own orders can be cancelled here",
+        hint="check the order number with the customer; "
+        "only their own orders can be cancelled here",
     )
     try:
         order = await orders.get_order(inv.conn, number, agent_id=ctx.agent_id)
@@ -23,10 +24,17 @@ async def cancel_order(inv: Invocation, a: CancelOrderArgs) -> Result:
         raise missing from None
     if not ctx.owns(order):
         raise missing
+    if order.status == OrderStatus.cancelled:
+        raise InvalidTransition(
+            f"{number} is already cancelled",
+            hint="tell the customer it is already cancelled; nothing more to do",
+            current=order.status.value,
+        )
     if order.status not in CANCELLABLE:
         raise InvalidTransition(
             f"{number} is {order.status.value} and can no longer be cancelled",
-            hint="orders can be cancelled only before they ship",
+            hint="tell the customer it has already shipped; if it arrives damaged or wrong, "
+            "or never arrives, use report_problem",
             current=order.status.value,
         )
     draft = await drafts.draft_cancel(
@@ -40,7 +48,12 @@ async def cancel_order(inv: Invocation, a: CancelOrderArgs) -> Result:
     return {
         "draft_id": draft.id,
         "status": "awaiting_confirmation",
-        "summary": {**brief(order), "action": "cancel", "reason": a.reason},
+        "summary": {
+            **brief(order),
+            "ship_to": ship_to(order.shipping_address),
+            "action": "cancel",
+            "reason": a.reason,
+        },
         "expires_at": draft.expires_at.isoformat(timespec="seconds"),
         "next": "Ask the customer to confirm the cancellation. "
         "Call confirm_order with this draft_id only after they reply yes.",

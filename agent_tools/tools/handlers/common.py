@@ -6,7 +6,7 @@ service and returns compact JSON. Money leaves as strings with the currency ("12
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -55,6 +55,24 @@ def order_number(text: str) -> str:
             hint="order numbers look like ORD-2026-123456; ask the customer for theirs",
         )
     return number
+
+
+ADDRESS_PARTS = (
+    "recipient_name",
+    "recipient_phone",
+    "line1",
+    "line2",
+    "city",
+    "region",
+    "postal_code",
+    "country",
+)
+
+
+def ship_to(address: Mapping[str, Any]) -> str:
+    """The shipping address on one line, led by the recipient when the parcel is for someone
+    other than the customer (what the label will say)."""
+    return ", ".join(str(address[k]) for k in ADDRESS_PARTS if address.get(k))
 
 
 def brief(order: Order) -> Result:

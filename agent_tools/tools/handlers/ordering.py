@@ -1,15 +1,32 @@
-"""Taking an order: find products, price a draft, carry it out once the customer said yes."""
+"""Taking an order: find products, price a draft, carry it out once the customer said yes.
+
+A refusal says what did not happen (no draft, no order), whether the draft can still be
+confirmed, and, for stock, what is available line by line: the model must be able to act on
+every hint without guessing.
+"""
 
 from __future__ import annotations
 
 import difflib
 from collections.abc import Sequence
+from typing import Any
 
-from agent_tools.errors import OrderError, UnknownSku
+from agent_tools.errors import InvalidTransition, NotFound, OrderError, OutOfStock, UnknownSku
+from agent_tools.models import Product
 from agent_tools.service import agents, catalog, drafts, tracking
 from agent_tools.tools.args import ConfirmOrderArgs, Item, PlaceOrderArgs, SearchProductsArgs
 from agent_tools.tools.context import Invocation
-from agent_tools.tools.handlers.common import Result, Tool, brief, money
+from agent_tools.tools.handlers.common import Result, Tool, brief, money, ship_to
+
+ANY_QUANTITY = "any quantity"
+"""`available` of a product whose stock the store does not count."""
+
+
+def available(product: Product | None) -> int | str:
+    """What can be ordered of a product now: a count, `ANY_QUANTITY`, or 0 if not sold."""
+    if product is None or not product.active:
+        return 0
+    return ANY_QUANTITY if product.stock is None else product.stock
 
 
 async def search_products(inv: Invocation, a: SearchProductsArgs) -> Result:
@@ -21,10 +38,8 @@ async def search_products(inv: Invocation, a: SearchProductsArgs) -> Result:
             "sku": p.sku,
             "name": p.name,
             "price": money(p.unit_price, agent.currency),
-            "in_stock": p.stock is None or p.stock > 0,
+            "available": available(p),
         }
-        if p.stock is not None:
-            entry["available"] = p.stock
         if p.description:
             entry["description"] = p.description[:160]
         products.append(entry)
@@ -50,6 +65,50 @@ async def _check_skus(inv: Invocation, items: Sequence[Item]) -> None:
         )
 
 
+async def _availability(inv: Invocation, lines: Sequence[tuple[str, int]]) -> list[Result]:
+    """Every line (sku, quantity) with what the catalog can sell of it now."""
+    _, products = await catalog.offer(inv.conn, inv.ctx.agent_id, [s for s, _ in lines])
+    out = []
+    for i, (sku, quantity) in enumerate(lines):
+        product = products.get(sku)
+        out.append(
+            {
+                "line": i,
+                "sku": sku,
+                "name": product.name if product else None,
+                "requested": quantity,
+                "available": available(product),
+            }
+        )
+    return out
+
+
+def _short(line: Result) -> bool:
+    left, wanted = line["available"], line["requested"]
+    return isinstance(left, int) and left < wanted
+
+
+def _stock_hint(lines: list[Result], *, placed: str) -> str:
+    sold_out = [ln for ln in lines if ln["available"] == 0]
+    offer = (
+        "offer alternatives (search_products) for what is sold out"
+        if sold_out
+        else "offer the available quantity"
+    )
+    return f"tell the customer; {offer}, then call place_order again and read back {placed}"
+
+
+def _shortfall_message(lines: list[Result]) -> str:
+    if not any(_short(ln) for ln in lines):
+        return "some items (stock has changed since; see available per line)"
+    return "; ".join(
+        f"items[{ln['line']}] {ln['sku']}: asked {ln['requested']}, "
+        + ("none available" if ln["available"] == 0 else f"only {ln['available']} available")
+        for ln in lines
+        if _short(ln)
+    )
+
+
 async def place_order(inv: Invocation, a: PlaceOrderArgs) -> Result:
     ctx = inv.ctx
     # The bound identity wins over whatever the model wrote.
@@ -71,13 +130,19 @@ async def place_order(inv: Invocation, a: PlaceOrderArgs) -> Result:
             turn=ctx.turn,
             ttl_seconds=inv.settings.draft_ttl_seconds,
         )
+    except OutOfStock:
+        lines = await _availability(inv, [(i.sku, i.quantity) for i in a.items])
+        raise OutOfStock(
+            f"no draft was saved: not enough stock for {_shortfall_message(lines)}",
+            hint=_stock_hint(lines, placed="the summary"),
+            items=[ln for ln in lines if _short(ln)],
+        ) from None
     except OrderError:
         # An unknown sku is the likeliest mistake, and the most useful answer names the
         # nearest ones; only a refused draft pays for reading the whole catalog.
         await _check_skus(inv, a.items)
         raise
     order = draft.payload["order"]
-    address = order["shipping_address"]
     cur = quote.currency
     return {
         "draft_id": draft.id,
@@ -97,11 +162,7 @@ async def place_order(inv: Invocation, a: PlaceOrderArgs) -> Result:
             "shipping": money(quote.shipping_fee, cur),
             "total": money(quote.total, cur),
             "customer": {k: v for k, v in order["customer"].items() if v},
-            "ship_to": ", ".join(
-                str(address[k])
-                for k in ("line1", "line2", "city", "region", "postal_code", "country")
-                if address.get(k)
-            ),
+            "ship_to": ship_to(order["shipping_address"]),
             "payment_method": order["payment_method"],
             "customer_notes": order["customer_notes"],
         },
@@ -111,16 +172,55 @@ async def place_order(inv: Invocation, a: PlaceOrderArgs) -> Result:
     }
 
 
+async def _not_done(inv: Invocation, draft_id: str, exc: OrderError) -> OrderError:
+    """A refused confirmation, restated: nothing happened, the draft is spent, and (for an
+    order) what the catalog can sell of each line now."""
+    draft = await drafts.find(
+        inv.conn, draft_id, agent_id=inv.ctx.agent_id, conversation_id=inv.ctx.conversation_id
+    )
+    if draft is None or draft.kind != "order":
+        if isinstance(exc, InvalidTransition):
+            return InvalidTransition(
+                f"the order was not cancelled: {exc.message}",
+                hint="tell the customer it can no longer be cancelled; "
+                "if it arrives damaged or wrong, use report_problem",
+                current=exc.details.get("current"),
+                draft_usable=False,
+            )
+        return exc
+    wanted: list[tuple[str, int]] = [
+        (item["sku"], item["quantity"]) for item in draft.payload["order"]["items"]
+    ]
+    lines = await _availability(inv, wanted)
+    if isinstance(exc, OutOfStock):
+        message = f"no order was created: not enough stock for {_shortfall_message(lines)}"
+    elif isinstance(exc, UnknownSku):
+        gone = [ln["sku"] for ln in lines if ln["available"] == 0]
+        message = f"no order was created: no longer sold: {', '.join(gone)}"
+    else:
+        message = f"no order was created: {exc.message}"
+    details: dict[str, Any] = {"draft_usable": False, "items": lines}
+    if isinstance(exc, OutOfStock | UnknownSku):
+        return OutOfStock(message, hint=_stock_hint(lines, placed="the new summary"), **details)
+    return type(exc)(message, hint=exc.hint, **details)
+
+
 async def confirm_order(inv: Invocation, a: ConfirmOrderArgs) -> Result:
     ctx = inv.ctx
-    done = await drafts.confirm(
-        inv.conn,
-        a.draft_id,
-        agent_id=ctx.agent_id,
-        conversation_id=ctx.conversation_id,
-        turn=ctx.turn,
-        by=inv.by,
-    )
+    try:
+        done = await drafts.confirm(
+            inv.conn,
+            a.draft_id,
+            agent_id=ctx.agent_id,
+            conversation_id=ctx.conversation_id,
+            turn=ctx.turn,
+            by=inv.by,
+        )
+    except (drafts.ConfirmationRequired, drafts.DraftExpired, NotFound) as exc:
+        exc.details["draft_usable"] = isinstance(exc, drafts.ConfirmationRequired)
+        raise
+    except (OutOfStock, UnknownSku, drafts.PriceChanged, InvalidTransition) as exc:
+        raise await _not_done(inv, a.draft_id, exc) from None
     order = done.order
     key = await tracking.signing_key(inv.conn, inv.settings)
     result: Result = {
@@ -128,9 +228,25 @@ async def confirm_order(inv: Invocation, a: ConfirmOrderArgs) -> Result:
         "already_confirmed": done.repeated,
     }
     if done.draft.kind == "order":
-        result["order"]["subtotal"] = money(order.subtotal, order.currency)
-        result["order"]["shipping"] = money(order.shipping_fee, order.currency)
-        result["next"] = "Give the customer the order number and the tracking link."
+        cur = order.currency
+        result["order"] |= {
+            "items": [
+                {
+                    "sku": ln.sku,
+                    "name": ln.name,
+                    "quantity": ln.quantity,
+                    "line_total": money(ln.line_total, cur),
+                }
+                for ln in order.line_items
+            ],
+            "subtotal": money(order.subtotal, cur),
+            "shipping": money(order.shipping_fee, cur),
+            "ship_to": ship_to(order.shipping_address),
+        }
+        result["next"] = (
+            "Tell the customer the order is placed: its number, what was ordered, the total, "
+            "where it ships, and the tracking link."
+        )
     else:
         result["next"] = "Tell the customer the order is cancelled."
     return result
@@ -139,7 +255,7 @@ async def confirm_order(inv: Invocation, a: ConfirmOrderArgs) -> Result:
 TOOLS: tuple[Tool, ...] = (
     Tool(
         "search_products",
-        "Search this store's catalog. Returns sku, name, price and stock. "
+        "Search this store's catalog. Returns sku, name, price and the quantity available. "
         "Use it to find exact skus before place_order.",
         SearchProductsArgs,
         search_products,
@@ -155,8 +271,8 @@ TOOLS: tuple[Tool, ...] = (
     Tool(
         "confirm_order",
         "Carry out a draft from place_order or cancel_order, only after the customer "
-        "said yes in a new message. Returns the order number and tracking link. "
-        "Safe to repeat.",
+        "said yes in a new message. Returns the order as placed (number, items, total, "
+        "ship-to) and tracking link. Safe to repeat.",
         ConfirmOrderArgs,
         confirm_order,
         writes=True,

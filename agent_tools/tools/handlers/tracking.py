@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from agent_tools.errors import NotFound
-from agent_tools.models import Order
-from agent_tools.service import orders, tracking
+from agent_tools.models import Order, OrderStatus
+from agent_tools.service import orders, problems, tracking
 from agent_tools.tools.args import GetOrderStatusArgs, ListMyOrdersArgs
 from agent_tools.tools.context import Invocation
 from agent_tools.tools.handlers.common import (
@@ -16,6 +16,7 @@ from agent_tools.tools.handlers.common import (
     brief,
     money,
     order_number,
+    ship_to,
 )
 
 
@@ -48,12 +49,15 @@ async def get_order_status(inv: Invocation, a: GetOrderStatusArgs) -> Result:
         "carrier": view.carrier,
         "tracking_number": view.tracking_number,
         "carrier_url": view.carrier_url,
-        "estimated_delivery": view.estimated_delivery.isoformat()
-        if view.estimated_delivery
-        else None,
         "ships_to": ", ".join(x for x in (view.city, view.country) if x),
         "details": "full" if full else "redacted",
     }
+    if view.delivered_at is not None:
+        # Delivered means delivered: the time it happened, and no estimate beside it.
+        result["delivered_at"] = view.delivered_at.isoformat(timespec="minutes")
+    elif view.status != OrderStatus.cancelled:
+        eta = view.estimated_delivery
+        result["estimated_delivery"] = eta.isoformat() if eta else None
     if view.customer is not None:
         c = view.customer
         key = await tracking.signing_key(inv.conn, inv.settings)
@@ -63,10 +67,25 @@ async def get_order_status(inv: Invocation, a: GetOrderStatusArgs) -> Result:
             "phone": c.phone,
             "address": c.shipping_address,
         }
+        result["ship_to"] = ship_to(c.shipping_address)
+        cases = await problems.list_for_order(inv.conn, order.id)
+        if cases:
+            result["problems"] = [
+                {
+                    "kind": p.kind.value,
+                    "status": p.status.value,
+                    "reported_at": p.created_at.isoformat(timespec="minutes"),
+                    "resolution": p.resolution,
+                }
+                for p in cases
+            ]
         result["total"] = money(c.total, view.currency)
         result["tracking_url"] = tracking.tracking_url(key, order, inv.settings)
     elif a.email:
-        result["hint"] = "the email does not match this order; personal details are withheld"
+        result["hint"] = (
+            "the email does not match this order, so personal details are withheld; "
+            "ask the customer which email they ordered with"
+        )
     return result
 
 
@@ -109,7 +128,7 @@ async def list_my_orders(inv: Invocation, a: ListMyOrdersArgs) -> Result:
 TOOLS: tuple[Tool, ...] = (
     Tool(
         "get_order_status",
-        "Status, timeline, carrier and delivery estimate of an order. Personal details "
+        "Status, timeline, carrier, and delivery estimate or time of an order. Personal details "
         "only if the order is this customer's or the email matches.",
         GetOrderStatusArgs,
         get_order_status,
