@@ -73,6 +73,14 @@ class TestStockWords:
         assert "search_products" in err["hint"]
         assert await census(db) == before
 
+    async def test_a_sku_on_two_lines_is_counted_once(
+        self, db: Database, toolkit: Toolkit, store: Agent
+    ) -> None:
+        items = [{"sku": "MUG-BLUE", "quantity": 15}, {"sku": "MUG-BLUE", "quantity": 10}]
+        err = error(await toolkit.call(context(store), "place_order", place_args(items)))
+        assert "items[0], items[1] MUG-BLUE: asked 25, only 20 available" in err["message"]
+        assert [ln["line"] for ln in err["items"]] == [0, 1]
+
     async def test_only_short_of_some_units_offers_the_quantity(
         self, toolkit: Toolkit, store: Agent
     ) -> None:
@@ -165,6 +173,20 @@ class TestFailedConfirmation:
         err = error(await toolkit.call(ctx, "confirm_order", {"draft_id": draft["draft_id"]}))
         assert err["message"].startswith("the order was not cancelled")
         assert err["draft_usable"] is False and "report_problem" in err["hint"]
+
+    async def test_a_cancellation_the_store_made_first(
+        self, db: Database, toolkit: Toolkit, store: Agent
+    ) -> None:
+        ctx = context(store)
+        placed = await place_and_confirm(toolkit, ctx)
+        ask = {"order_number": placed["order_number"], "reason": None}
+        draft = await toolkit.call(ctx, "cancel_order", ask)
+        async with db.connection() as conn:
+            await orders.cancel_order(conn, placed["order_number"])
+        ctx.turn += 1
+        err = error(await toolkit.call(ctx, "confirm_order", {"draft_id": draft["draft_id"]}))
+        assert err["message"] == "the order is already cancelled"
+        assert "already cancelled" in err["hint"]
 
 
 class TestDelivered:

@@ -83,9 +83,17 @@ async def _availability(inv: Invocation, lines: Sequence[tuple[str, int]]) -> li
     return out
 
 
-def _short(line: Result) -> bool:
-    left, wanted = line["available"], line["requested"]
-    return isinstance(left, int) and left < wanted
+def _shortfalls(lines: list[Result]) -> dict[str, list[Result]]:
+    """The lines of each sku the catalog cannot sell in full (a sku may be on several)."""
+    by_sku: dict[str, list[Result]] = {}
+    for ln in lines:
+        by_sku.setdefault(ln["sku"], []).append(ln)
+    return {
+        sku: group
+        for sku, group in by_sku.items()
+        if isinstance(left := group[0]["available"], int)
+        and left < sum(ln["requested"] for ln in group)
+    }
 
 
 def _stock_hint(lines: list[Result], *, placed: str) -> str:
@@ -99,14 +107,19 @@ def _stock_hint(lines: list[Result], *, placed: str) -> str:
 
 
 def _shortfall_message(lines: list[Result]) -> str:
-    if not any(_short(ln) for ln in lines):
+    short = _shortfalls(lines)
+    if not short:
         return "some items (stock has changed since; see available per line)"
-    return "; ".join(
-        f"items[{ln['line']}] {ln['sku']}: asked {ln['requested']}, "
-        + ("none available" if ln["available"] == 0 else f"only {ln['available']} available")
-        for ln in lines
-        if _short(ln)
-    )
+    parts = []
+    for sku, group in short.items():
+        left = group[0]["available"]
+        where = ", ".join(f"items[{ln['line']}]" for ln in group)
+        asked = sum(ln["requested"] for ln in group)
+        parts.append(
+            f"{where} {sku}: asked {asked}, "
+            + ("none available" if left == 0 else f"only {left} available")
+        )
+    return "; ".join(parts)
 
 
 async def place_order(inv: Invocation, a: PlaceOrderArgs) -> Result:
@@ -135,7 +148,7 @@ async def place_order(inv: Invocation, a: PlaceOrderArgs) -> Result:
         raise OutOfStock(
             f"no draft was saved: not enough stock for {_shortfall_message(lines)}",
             hint=_stock_hint(lines, placed="the summary"),
-            items=[ln for ln in lines if _short(ln)],
+            items=[ln for group in _shortfalls(lines).values() for ln in group],
         ) from None
     except OrderError:
         # An unknown sku is the likeliest mistake, and the most useful answer names the
@@ -179,6 +192,13 @@ async def _not_done(inv: Invocation, draft_id: str, exc: OrderError) -> OrderErr
         inv.conn, draft_id, agent_id=inv.ctx.agent_id, conversation_id=inv.ctx.conversation_id
     )
     if draft is None or draft.kind != "order":
+        if isinstance(exc, InvalidTransition) and exc.details.get("current") == "cancelled":
+            return InvalidTransition(
+                "the order is already cancelled",
+                hint="tell the customer it is already cancelled; nothing more to do",
+                current="cancelled",
+                draft_usable=False,
+            )
         if isinstance(exc, InvalidTransition):
             return InvalidTransition(
                 f"the order was not cancelled: {exc.message}",
