@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from agent_tools.db import Database
+from agent_tools.errors import ValidationFailed
 from agent_tools.models import Actor, Agent, Provenance
 from agent_tools.service import catalog, orders
 from agent_tools.tools import TOOLS, Toolkit
@@ -231,6 +232,45 @@ class TestDelivered:
         ]
         assert result["timeline"][-1]["at"] == result["delivered_at"]
         assert all(datetime.fromisoformat(e["at"]) for e in result["timeline"])
+
+    async def test_steps_show_when_they_happened_not_when_they_were_recorded(
+        self, db: Database, toolkit: Toolkit, store: Agent
+    ) -> None:
+        ctx = context(store)
+        placed = await place_and_confirm(toolkit, ctx)
+        number = placed["order_number"]
+        owner = Provenance(actor=Actor.owner)
+        now = datetime.now(UTC)
+        async with db.connection() as conn:
+            # Placed four days ago (as if), shipped two days ago, delivered yesterday 14:02
+            # (the carrier's scan), each recorded only now.
+            await conn.execute(
+                "update agent_orders.orders set created_at = %(t)s, updated_at = %(t)s"
+                " where order_number = %(n)s",
+                {"t": now - timedelta(days=4), "n": number},
+            )
+            shipped_at = now - timedelta(days=2)
+            delivered_at = (now - timedelta(days=1)).replace(hour=14, minute=2, microsecond=0)
+            await orders.update_status(
+                conn, number, {"status": "shipped", "at": shipped_at}, by=owner
+            )
+            too_early = {"status": "delivered", "at": now - timedelta(days=3)}
+            with pytest.raises(ValidationFailed, match="before the order's previous step"):
+                await orders.update_status(conn, number, too_early, by=owner)
+            future = {"status": "delivered", "at": now + timedelta(hours=2)}
+            with pytest.raises(ValidationFailed, match="in the future"):
+                await orders.update_status(conn, number, future, by=owner)
+            order = await orders.update_status(
+                conn, number, {"status": "delivered", "at": delivered_at}, by=owner
+            )
+        assert (order.shipped_at, order.delivered_at) == (shipped_at, delivered_at)
+        args = {"order_number": number, "email": None}
+        result = await toolkit.call(ctx, "get_order_status", args)
+        assert result["delivered_at"] == delivered_at.isoformat(timespec="minutes")
+        assert [(e.get("status"), e["at"]) for e in result["timeline"][1:]] == [
+            ("shipped", shipped_at.isoformat(timespec="minutes")),
+            ("delivered", delivered_at.isoformat(timespec="minutes")),
+        ]
 
     async def test_a_cancelled_order_has_no_estimate(
         self, db: Database, toolkit: Toolkit, store: Agent

@@ -8,7 +8,14 @@ from enum import StrEnum
 from typing import Annotated, Any
 from uuid import UUID
 
-from pydantic import BaseModel, Field, StringConstraints, field_validator, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 from agent_tools.models.common import (
     MAX_LINES,
@@ -211,6 +218,9 @@ class StatusChange(_In):
         Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)] | None
     ) = None
     estimated_delivery: date | None = None
+    at: AwareDatetime | None = None
+    """When the step happened (a carrier's delivery scan), if earlier than now: the timeline
+    and `shipped_at`/`delivered_at` show it. Not before the order was placed or shipped."""
     expected_version: int | None = None
     """Optimistic concurrency: refuse if the order changed since this version was read."""
 

@@ -7,7 +7,7 @@ import json
 import re
 import secrets
 from collections import defaultdict
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
@@ -397,6 +397,7 @@ async def update_status(
                 allowed=[s.value for s in allowed_next(order.status)],
             )
         target = change.status
+        at = _happened_at(order, change.at)
         tracking = {
             k: v
             for k, v in {
@@ -426,6 +427,8 @@ async def update_status(
             )
         else:
             kind = "cancelled" if target == OrderStatus.cancelled else "status_changed"
+        if at is not None:
+            tracking["at"] = at.isoformat()
         if target == OrderStatus.cancelled:
             await _restock(conn, order)
         cur = await conn.execute(
@@ -436,11 +439,11 @@ async def update_status(
                 " carrier = coalesce(%(carrier)s, carrier),"
                 " estimated_delivery = coalesce(%(eta)s, estimated_delivery),"
                 " shipped_at = case when %(status)s = 'shipped' and shipped_at is null"
-                "   then now() else shipped_at end,"
+                "   then coalesce(%(at)s, now()) else shipped_at end,"
                 " delivered_at = case when %(status)s = 'delivered'"
-                "   then now() else delivered_at end,"
+                "   then coalesce(%(at)s, now()) else delivered_at end,"
                 " cancelled_at = case when %(status)s = 'cancelled'"
-                "   then now() else cancelled_at end"
+                "   then coalesce(%(at)s, now()) else cancelled_at end"
                 " where id = %(id)s returning {}"
             ).format(_COLUMNS),
             {
@@ -449,6 +452,7 @@ async def update_status(
                 "tn": change.tracking_number,
                 "carrier": change.carrier,
                 "eta": change.estimated_delivery,
+                "at": at,
             },
         )
         row = await cur.fetchone()
@@ -464,6 +468,30 @@ async def update_status(
             data=tracking,
         )
     return Order.model_validate(row)
+
+
+FUTURE_SKEW = timedelta(minutes=5)
+"""How far ahead of this server's clock a client's `at` may be (clocks drift)."""
+
+
+def _happened_at(order: Order, at: datetime | None) -> datetime | None:
+    """A step's reported time, checked: not in the future, not before the order was placed
+    or shipped (the steps whose times it keeps)."""
+    if at is None:
+        return None
+    now = datetime.now(UTC)
+    if at > now + FUTURE_SKEW:
+        raise ValidationFailed(
+            "at is in the future", field="at", hint="give the time it happened, or leave it out"
+        )
+    floor = max(t for t in (order.created_at, order.shipped_at) if t is not None)
+    if at < floor:
+        raise ValidationFailed(
+            f"at is before the order's previous step ({floor:%Y-%m-%d %H:%M} UTC)",
+            field="at",
+            hint="give a later time, or leave it out for now",
+        )
+    return min(at, now)
 
 
 async def cancel_order(

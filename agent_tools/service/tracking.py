@@ -116,6 +116,17 @@ class TrackingView(BaseModel):
     customer: Contact | None
 
 
+def happened(event: OrderEvent) -> datetime:
+    """When an event's step happened: the time its writer reported, else when it was recorded."""
+    at = event.data.get("at")
+    if isinstance(at, str):
+        try:
+            return datetime.fromisoformat(at)
+        except ValueError:
+            pass
+    return event.created_at
+
+
 def build_view(order: Order, events: list[OrderEvent], *, full: bool) -> TrackingView:
     address = order.shipping_address
     progress = 0 if order.status == OrderStatus.cancelled else FLOW.index(order.status) + 1
@@ -139,7 +150,7 @@ def build_view(order: Order, events: list[OrderEvent], *, full: bool) -> Trackin
         city=address.get("city"),
         country=address.get("country"),
         timeline=[
-            TrackedEvent(at=e.created_at, kind=e.kind, status=e.to_status, note=e.note)
+            TrackedEvent(at=happened(e), kind=e.kind, status=e.to_status, note=e.note)
             for e in events
             if e.customer_visible
         ],

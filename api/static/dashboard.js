@@ -246,7 +246,8 @@
     $("detail-history").replaceChildren(...order.status_history.slice().reverse().map((e) =>
       el("li", {},
         el("span", { class: "event-label" }, eventLabel(e)), " ",
-        el("time", { datetime: e.created_at }, when(e.created_at)),
+        el("time", { datetime: (e.data && e.data.at) || e.created_at },
+          when((e.data && e.data.at) || e.created_at)),
         el("span", { class: "muted" }, " · " + e.actor),
         e.note ? el("p", { class: "event-note" }, e.note) : null)));
     renderProblems(order);
