@@ -78,7 +78,10 @@ def test_owner_sees_the_recipient_and_resolves_the_problem(
     page.goto("/dashboard")
     page.get_by_label("API key or Supabase access token").fill(demo.api_key)
     page.get_by_role("button", name="Sign in").click()
-    page.get_by_role("button", name=gift.order_number).click()
+    queue = page.locator("#problems")
+    expect(queue.get_by_role("heading")).to_have_text("Open problems (1)")
+    expect(queue.locator("li")).to_contain_text("Not received")
+    queue.get_by_role("button", name=gift.order_number).click()
     dialog = page.get_by_role("dialog")
     expect(dialog.locator("#detail-customer")).to_contain_text("Ann Lee")
     expect(dialog.locator("#detail-ship-to")).to_contain_text("For Maria Lopez")
@@ -95,6 +98,7 @@ def test_owner_sees_the_recipient_and_resolves_the_problem(
     expect(problem).to_contain_text("Resolved: A new parcel left today.")
     expect(problem.get_by_role("button", name="Resolve")).to_have_count(0)
     expect(dialog.locator("#detail-history li").first).to_contain_text("Problem resolved")
+    expect(queue).to_be_hidden()  # nothing left open
 
     parts = urlsplit(link)
     page.goto(f"{parts.path}?{parts.query}")

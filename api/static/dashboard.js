@@ -91,7 +91,7 @@
   async function signIn(token) {
     sessionStorage.setItem(TOKEN_KEY, token);
     try {
-      await Promise.all([loadStats(), loadOrders()]);
+      await Promise.all([loadStats(), loadOrders(), loadProblems()]);
     } catch (error) {
       if (error.status !== 401) signOut(explain(error));
       return;
@@ -153,6 +153,20 @@
   }
 
   // ---- the order list --------------------------------------------------------------
+
+  // ---- open problem reports -------------------------------------------------------
+
+  async function loadProblems() {
+    const open = await api("/api/problems/?limit=100");
+    $("problems").hidden = !open.length;
+    $("problems-count").textContent = open.length === 100 ? "100+" : String(open.length);
+    $("problems-list").replaceChildren(...open.map((p) =>
+      el("li", {},
+        el("button", { type: "button", class: "link", onclick: () => openOrder(p.order_id) },
+          p.order_number),
+        " · " + label(p.kind.replace("_", " ")) + " · ",
+        el("time", { datetime: p.created_at }, when(p.created_at)))));
+  }
 
   async function loadOrders() {
     const params = new URLSearchParams({ limit: PAGE_SIZE });
@@ -284,6 +298,7 @@
         }
         await openOrder(state.order.id);
         show($("detail-message"), "The problem is resolved; the customer sees your note.");
+        loadProblems().catch(() => {});
       },
     }, note, el("button", { type: "submit", class: "button small" }, "Resolve"));
   }
