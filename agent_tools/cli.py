@@ -74,8 +74,9 @@ async def _walkthrough() -> None:
 
 
 async def _prepare_demo() -> tuple[str, str]:
-    """Load the demo store and its owner's API key (the same on every run, derived from the
-    instance's secret). Returns the key and the tracking link of a shipped demo order."""
+    """Load the demo store and its owner's API key (derived from the instance's secret, made
+    once and never brought back once revoked). Returns what to print for the key (the key
+    itself only when it was just created) and the tracking link of a shipped demo order."""
     from agent_tools.demo import DEMO_OWNER, load_demo
     from agent_tools.service import api_keys, orders, tracking
 
@@ -84,8 +85,14 @@ async def _prepare_demo() -> tuple[str, str]:
         async with db.connection() as conn:
             agent, _ = await load_demo(conn)
             secret = await tracking.signing_key(conn)
-            key = api_keys.derive_token(secret, "demo")
-            await api_keys.ensure_key(conn, DEMO_OWNER, "demo", key)
+            token = api_keys.derive_token(secret, "demo")
+            stored, created = await api_keys.ensure_key(conn, DEMO_OWNER, "demo", token)
+            if created:
+                key = token
+            elif stored.revoked_at is not None:
+                key = f"{stored.prefix}_... (revoked; not recreated)"
+            else:
+                key = f"{stored.prefix}_... (printed in full when it was created)"
             page = await orders.list_orders(
                 conn, owner_id=DEMO_OWNER, filters={"agent_id": agent.id, "statuses": ["shipped"]}
             )
@@ -135,13 +142,16 @@ async def _chat(agent_id: str | None, email: str | None) -> int:
                 print(f"agent> {await bot.reply(text)}")
 
 
-def _serve(host: str, port: int, workers: int) -> None:
+def _serve(host: str, port: int, workers: int, forwarded_allow_ips: str | None) -> None:
     """Serve the HTTP API (imported here: `agent_tools` itself never imports FastAPI)."""
     import os
 
     import uvicorn
 
     from api.settings import get_api_settings
+
+    settings = get_api_settings()
+    proxies = settings.trusted_proxies if forwarded_allow_ips is None else forwarded_allow_ips
 
     # Workers are separate processes: they find the database (the embedded server this
     # process started, if any) through the environment.
@@ -152,10 +162,24 @@ def _serve(host: str, port: int, workers: int) -> None:
     # action would end the process on the spot; as an exception it lets `main` stop the
     # embedded server on the way out.
     signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
-    uvicorn.run("api.app:create_app", factory=True, host=host, port=port, workers=workers)
+    uvicorn.run(
+        "api.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        # h11 reads a request head only up to this size (httptools has no limit): a megabyte
+        # of headers is refused with a 400 before the app is asked anything.
+        http="h11",
+        h11_max_incomplete_event_size=settings.max_header_bytes,
+        # Only the proxies named here may say who the client is (uvicorn would otherwise
+        # trust X-Forwarded-For from 127.0.0.1, or from $FORWARDED_ALLOW_IPS).
+        proxy_headers=bool(proxies.strip()),
+        forwarded_allow_ips=proxies.strip() or "",
+    )
 
 
-def _run(host: str, port: int, workers: int) -> None:
+def _run(host: str, port: int, workers: int, forwarded_allow_ips: str | None) -> None:
     import os
 
     base = f"http://{host}:{port}"
@@ -164,6 +188,16 @@ def _run(host: str, port: int, workers: int) -> None:
         os.environ["AGENT_ORDERS_PUBLIC_URL"] = base
         get_settings.cache_clear()
     key, link = asyncio.run(_prepare_demo())
+    fresh = key.startswith("ao_") and " " not in key
+    try_it = (
+        f"""
+Try it:
+  export KEY={key}
+  curl -H "Authorization: Bearer $KEY" {base}/api/orders/
+"""
+        if fresh
+        else ""
+    )
     print(
         f"""
 agent-orders: the demo store is served at {base}
@@ -173,14 +207,10 @@ agent-orders: the demo store is served at {base}
   tracking link  {link}
   health         {base}/health   (database: {base}/ready)
   demo API key   {key}
-
-Try it:
-  export KEY={key}
-  curl -H "Authorization: Bearer $KEY" {base}/api/orders/
-""",
+{try_it}""",
         flush=True,
     )
-    _serve(host, port, workers)
+    _serve(host, port, workers, forwarded_allow_ips)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -198,6 +228,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         server.add_argument("--host", default="127.0.0.1")
         server.add_argument("--port", type=int, default=8000)
         server.add_argument("--workers", type=int, default=1)
+        server.add_argument(
+            "--forwarded-allow-ips",
+            metavar="IPS",
+            default=None,
+            help="proxies trusted to name the client in X-Forwarded-For (comma-separated"
+            " addresses or networks; default: none, or $AGENT_ORDERS_FORWARDED_ALLOW_IPS)",
+        )
     chat = sub.add_parser("chat", help="chat in the terminal with a store's agent (OpenAI API)")
     chat.add_argument("--agent", help="agent id (default: the demo store)")
     chat.add_argument("--email", help="bind this verified customer email to the chat")
@@ -212,9 +249,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "walkthrough":
             asyncio.run(_walkthrough())
         elif args.command == "run":
-            _run(args.host, args.port, args.workers)
+            _run(args.host, args.port, args.workers, args.forwarded_allow_ips)
         elif args.command == "serve":
-            _serve(args.host, args.port, args.workers)
+            _serve(args.host, args.port, args.workers, args.forwarded_allow_ips)
         elif args.command == "chat":
             return asyncio.run(_chat(args.agent, args.email))
     except (MigrationError, OrderError) as exc:

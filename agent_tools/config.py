@@ -47,6 +47,10 @@ class Settings(BaseSettings):
     openai_base_url: str | None = None
     model: str = Field("gpt-4o-mini", validation_alias="AGENT_ORDERS_MODEL")
 
+    redis_url: str | None = None
+    """A Redis for state shared by every worker (rate limits). Unset: each process counts
+    alone."""
+
     draft_ttl_seconds: int = Field(1800, validation_alias="AGENT_ORDERS_DRAFT_TTL")
     """How long a drafted order (or cancellation) waits for the customer's yes."""
 

@@ -15,10 +15,11 @@ from fastapi import APIRouter, FastAPI
 
 from agent_tools.db import Database
 from agent_tools.service import drafts, idempotency
-from api import pages, problems
+from api import accesslog, docs, pages, problems
 from api.auth import JwtVerifier
+from api.bodylimit import BodyLimit
 from api.deps import AppState
-from api.ratelimit import RateLimiter
+from api.ratelimit import TrackingLimiter
 from api.routes import agents, health, keys, orders, problem_reports, tracking
 from api.settings import ApiSettings, get_api_settings
 
@@ -32,6 +33,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     agents.router,
     keys.router,
     pages.router,
+    docs.router,
 )
 
 DESCRIPTION = """\
@@ -64,8 +66,9 @@ def create_app(*, database: Database | None = None, settings: ApiSettings | None
     state = AppState(
         settings=settings,
         verifier=JwtVerifier(settings),
-        track_limiter=RateLimiter(settings.track_burst, settings.track_per_minute / 60),
+        track_limiter=TrackingLimiter(settings),
     )
+    accesslog.install()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -89,7 +92,11 @@ def create_app(*, database: Database | None = None, settings: ApiSettings | None
         version="0.1.0",
         description=DESCRIPTION,
         lifespan=lifespan,
+        # Served by `api.docs` from this package, under the pages' CSP, instead of a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.state.api = state
     app.state.db = database
     problems.install(app)

@@ -76,7 +76,7 @@ class JwtVerifier:
         if alg not in self.algorithms:
             raise Unauthorized(f"tokens signed with {alg!r} are not accepted")
         key = await self._key(token, alg)
-        required = ["exp", "sub", "aud"] + (["iss"] if self.issuer else [])
+        required = ["exp", "sub", "aud", "role"] + (["iss"] if self.issuer else [])
         try:
             claims = jwt.decode(
                 token,
@@ -93,8 +93,17 @@ class JwtVerifier:
             raise Unauthorized("the token is for another audience") from None
         except jwt.InvalidIssuerError:
             raise Unauthorized("the token was issued by someone else") from None
+        except jwt.MissingRequiredClaimError as exc:
+            raise Unauthorized(f"the token has no {exc.claim!r} claim") from None
         except jwt.InvalidTokenError:
             raise Unauthorized("the token is invalid") from None
+        # Supabase signs tokens for every role with the same key: the public `anon` key and the
+        # `service_role` key are JWTs too, and anonymous sign-ins get real users. Only a
+        # signed-in user is an owner.
+        if claims.get("role") != "authenticated":
+            raise Unauthorized("only a signed-in user's token is accepted (role authenticated)")
+        if claims.get("is_anonymous") is True:
+            raise Unauthorized("anonymous users cannot sign in here", hint="use an account")
         try:
             return UUID(str(claims["sub"]))
         except ValueError:

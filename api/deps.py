@@ -4,18 +4,20 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Annotated
 from uuid import UUID
 
 from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import AfterValidator
 
 from agent_tools.db import Conn, Database
 from agent_tools.errors import Unavailable
 from agent_tools.service import api_keys
 from agent_tools.service.idempotency import MAX_KEY_LENGTH
 from api.auth import JwtVerifier, Unauthorized
-from api.ratelimit import RateLimiter
+from api.ratelimit import TrackingLimiter
 from api.settings import ApiSettings
 
 
@@ -26,7 +28,7 @@ class AppState:
 
     settings: ApiSettings
     verifier: JwtVerifier
-    track_limiter: RateLimiter
+    track_limiter: TrackingLimiter
 
 
 # Dependencies are `async def` even when they do not await: FastAPI runs a plain `def` in its
@@ -62,6 +64,10 @@ async def get_conn(db: DbDep) -> AsyncIterator[Conn]:
 ConnDep = Annotated[Conn, Depends(get_conn, scope="function")]
 
 
+MAX_TOKEN_LENGTH = 4096
+"""Longer bearer tokens are refused unread: Supabase access tokens are about 1 kB, API keys
+63 characters, and parsing a megabyte of JWT takes the event loop for seconds."""
+
 _bearer = HTTPBearer(
     auto_error=False,
     description="An API key (`ao_...`) or a Supabase Auth access token (JWT).",
@@ -77,26 +83,44 @@ async def current_owner(
     if credentials is None:
         raise Unauthorized("missing bearer token")
     token = credentials.credentials
+    if len(token) > MAX_TOKEN_LENGTH:
+        raise Unauthorized(f"the bearer token is longer than {MAX_TOKEN_LENGTH} characters")
     if api_keys.looks_like_key(token):
         # Its own short transaction, so the key lookup never waits on the request's work.
         async with db.connection() as conn:
             owner = await api_keys.authenticate(conn, token)
         if owner is None:
             raise Unauthorized("unknown or revoked API key")
-        return owner
-    return await state.verifier.owner(token)
+    else:
+        owner = await state.verifier.owner(token)
+    allowed = state.settings.owner_ids
+    if allowed and owner not in allowed:
+        raise Unauthorized("this account may not use this server", hint="ask its operator")
+    return owner
 
 
 OwnerDep = Annotated[UUID, Depends(current_owner)]
 
 
 async def limit_tracking(request: Request, state: StateDep) -> None:
-    """Public lookups are rate-limited per client address. Behind a reverse proxy, give
-    uvicorn `--forwarded-allow-ips=<proxy>` so this is the real client, not the proxy."""
-    state.track_limiter.hit(request.client.host if request.client else "unknown")
+    """Public lookups are rate-limited per client address. Behind a reverse proxy, start the
+    server with `--forwarded-allow-ips=<proxy>` so this is the real client, not the proxy."""
+    await state.track_limiter.hit(request.client.host if request.client else None)
 
 
 TrackingLimit = Depends(limit_tracking)
+
+
+def _bounded(t: datetime) -> datetime:
+    # Checked on the year as written, before any arithmetic: 9999-12-31T23:59 moved to UTC or
+    # past midnight overflows Python's datetime.
+    if not 1900 <= t.year <= 9000:
+        raise ValueError("dates must be between the years 1900 and 9000")
+    return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
+
+
+Instant = Annotated[datetime, AfterValidator(_bounded)]
+"""A date or time in a filter: naive means UTC; years 1900 to 9000."""
 
 IdempotencyKey = Annotated[
     str | None,

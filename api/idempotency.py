@@ -22,8 +22,13 @@ async def idempotent(
     run: Callable[[], Awaitable[BaseModel]],
     *,
     status_code: int = 201,
+    secret_fields: tuple[str, ...] = (),
 ) -> JSONResponse:
-    """`run()` once per key: later calls with the same key and body get the same response."""
+    """`run()` once per key: later calls with the same key and body get the same response.
+
+    `secret_fields` of the response (an API key's secret) are never stored: a replay gets
+    them as null, so the stored record holds nothing that would let anyone sign in.
+    """
     if key is None:
         return JSONResponse((await run()).model_dump(mode="json"), status_code=status_code)
     fingerprint = idempotency.request_hash(
@@ -35,5 +40,6 @@ async def idempotent(
             stored.body, status_code=stored.status_code, headers={"Idempotent-Replayed": "true"}
         )
     body = (await run()).model_dump(mode="json")
-    await idempotency.save(conn, owner, key, status_code, body)
+    kept = {**body, **dict.fromkeys(secret_fields)} if secret_fields else body
+    await idempotency.save(conn, owner, key, status_code, kept)
     return JSONResponse(body, status_code=status_code)

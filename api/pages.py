@@ -23,6 +23,7 @@ from agent_tools.errors import NotFound
 from agent_tools.models import OrderStatus
 from agent_tools.service import tracking
 from api.deps import DbDep, get_state, limit_tracking
+from api.problems import ApiError
 from api.ratelimit import RateLimited
 
 HERE = Path(__file__).parent
@@ -93,10 +94,26 @@ def _track_url(order_number: str) -> str:
     return f"/track/{quote(order_number.strip().upper(), safe='')}"
 
 
+MAX_FORM_BYTES = 4096
+"""The tracking forms carry a number and an email: a few hundred bytes."""
+
+
+class FormTooLarge(ApiError):
+    code = "payload_too_large"
+    status = 413
+
+
 async def _form(request: Request) -> dict[str, str]:
-    """An url-encoded form body as a dict of first values (no multipart needed here)."""
-    body = (await request.body())[:4096].decode("utf-8", errors="replace")
-    return {k: v[0].strip() for k, v in parse_qs(body).items()}
+    """An url-encoded form body as a dict of first values (no multipart needed here), read
+    as a stream and refused past `MAX_FORM_BYTES` without reading further."""
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FORM_BYTES:
+            raise FormTooLarge(
+                f"the form is larger than {MAX_FORM_BYTES} bytes", hint="send only the fields"
+            )
+    return {k: v[0].strip() for k, v in parse_qs(body.decode("utf-8", errors="replace")).items()}
 
 
 def _form_page(request: Request, status_code: int = 200, **context: Any) -> HTMLResponse:
@@ -109,9 +126,10 @@ async def _lookup(
 ) -> HTMLResponse:
     """The order's page, the same friendly page for an unknown number and a wrong email
     (so neither can be probed), or a polite "slow down" under the JSON endpoint's limit."""
+    state = await get_state(request)
     try:
         # The limit first: a refused lookup takes no database connection.
-        await limit_tracking(request, await get_state(request))
+        await limit_tracking(request, state)
         async with db.reader() as conn:
             view = await tracking.track(conn, number, email=email or None, token=token or None)
     except RateLimited as exc:
@@ -119,6 +137,7 @@ async def _lookup(
         response.headers.update(exc.headers)
         return response
     except NotFound:
+        await state.track_limiter.failed()
         return _form_page(request, 404, number=number, email=email, problem="not_found")
     return _render(request, "track_order.html", {"view": view})
 

@@ -32,8 +32,9 @@ Products = RootModel[list[Product]]
 
 
 class ApiKeyCreated(ApiKey):
-    key: str
-    """The full key. Shown once: only its hash is stored."""
+    key: str | None
+    """The full key. Shown once: only its hash is stored (null when an `Idempotency-Key`
+    retry replays the creation)."""
 
 
 class Health(BaseModel):

@@ -90,13 +90,12 @@ class TestCatalog:
 
 
 async def test_the_demo_key_is_the_same_on_every_run(db: Database) -> None:
-    """`make run` prints a key derived from the instance secret, so it survives restarts."""
+    """`make run` makes a key derived from the instance secret, so it survives restarts."""
     seed = b"instance secret"
     key = api_keys.derive_token(seed, "demo")
     assert key == api_keys.derive_token(seed, "demo") != api_keys.derive_token(b"other", "demo")
     async with db.connection() as conn:
-        first = await api_keys.ensure_key(conn, DEMO_OWNER, "demo", key)
-        await api_keys.revoke_key(conn, DEMO_OWNER, first.id)
-        again = await api_keys.ensure_key(conn, DEMO_OWNER, "demo", key)
-        assert again.id == first.id and again.revoked_at is None
+        first, created = await api_keys.ensure_key(conn, DEMO_OWNER, "demo", key)
+        again, created_again = await api_keys.ensure_key(conn, DEMO_OWNER, "demo", key)
+        assert created and not created_again and again.id == first.id
         assert await api_keys.authenticate(conn, key) == DEMO_OWNER

@@ -102,8 +102,8 @@ class TestTracking:
             assert codes == [200] * 5
             limited = await api.get("/api/orders/track/ORD-2020-000001")
             problem = assert_problem(limited, 429, "rate_limited")
-            assert limited.headers["Retry-After"] == "10"
-            assert problem["retry_after"] == 10
+            assert 1 <= int(limited.headers["Retry-After"]) <= 60
+            assert problem["retry_after"] == int(limited.headers["Retry-After"])
         async with client(app, "203.0.113.8") as other:
             assert (await other.get(path)).status_code == 200
 

@@ -61,22 +61,18 @@ def looks_like_key(token: str) -> bool:
     return token.startswith("ao_")
 
 
-async def _insert(conn: Conn, owner_id: UUID, name: str, token: str) -> ApiKey:
+async def _insert(conn: Conn, owner_id: UUID, name: str, token: str) -> ApiKey | None:
+    """Store `token`; None if a key with its prefix exists already (never touched here)."""
     match = KEY_PATTERN.match(token)
     assert match is not None
     cur = await conn.execute(
         "insert into agent_orders.api_keys (owner_id, name, prefix, secret_hash)"
         " values (%(owner)s, %(name)s, %(prefix)s, %(hash)s)"
-        " on conflict (prefix) do update set revoked_at = null"
-        " where agent_orders.api_keys.owner_id = excluded.owner_id"
-        "   and agent_orders.api_keys.secret_hash = excluded.secret_hash"
-        " returning " + _COLUMNS,
+        " on conflict (prefix) do nothing returning " + _COLUMNS,
         {"owner": owner_id, "name": name, "prefix": match[1], "hash": _hash(match[2])},
     )
     row = await cur.fetchone()
-    if row is None:  # pragma: no cover - a 48-bit prefix collision
-        raise RuntimeError("API key prefix collision, try again")
-    return ApiKey.model_validate(row)
+    return ApiKey.model_validate(row) if row else None
 
 
 async def create_key(
@@ -85,12 +81,30 @@ async def create_key(
     """A new key; returns it and the full secret token, which is never readable again."""
     new = parse(ApiKeyIn, data)
     token = new_token()
-    return await _insert(conn, owner_id, new.name, token), token
+    key = await _insert(conn, owner_id, new.name, token)
+    if key is None:  # pragma: no cover - a 48-bit prefix collision
+        raise RuntimeError("API key prefix collision, try again")
+    return key, token
 
 
-async def ensure_key(conn: Conn, owner_id: UUID, name: str, token: str) -> ApiKey:
-    """Store a known token (e.g. from `derive_token`) unless it is there; un-revokes it."""
-    return await _insert(conn, owner_id, name, token)
+async def ensure_key(conn: Conn, owner_id: UUID, name: str, token: str) -> tuple[ApiKey, bool]:
+    """Store a known token (e.g. from `derive_token`) unless a key with its prefix exists.
+
+    Returns the key and whether it was created now. A revoked key stays revoked: revoking
+    the demo key is how an owner turns it off for good.
+    """
+    created = await _insert(conn, owner_id, name, token)
+    if created is not None:
+        return created, True
+    match = KEY_PATTERN.match(token)
+    assert match is not None
+    cur = await conn.execute(
+        "select " + _COLUMNS + " from agent_orders.api_keys where prefix = %(prefix)s",
+        {"prefix": match[1]},
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return ApiKey.model_validate(row), False
 
 
 async def list_keys(conn: Conn, owner_id: UUID) -> list[ApiKey]:

@@ -26,13 +26,19 @@ async def create_api_key(
     request: Request,
     idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
-    """Create a key for scripts and servers. `key` is in this response only: store it."""
+    """Create a key for scripts and servers. `key` is in this response only: store it.
+
+    A retry with the same `Idempotency-Key` returns the same key's record with `key` null:
+    the secret is never stored, not even for replays.
+    """
 
     async def run() -> ApiKeyCreated:
         key, secret = await api_keys.create_key(conn, owner, body)
         return ApiKeyCreated(**key.model_dump(), key=secret)
 
-    return await idempotent(conn, owner, idempotency_key, request, body, run)
+    return await idempotent(
+        conn, owner, idempotency_key, request, body, run, secret_fields=("key",)
+    )
 
 
 @router.get("/", response_model=list[ApiKey])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 from uuid import UUID
 
@@ -24,7 +23,7 @@ from agent_tools.models import (
     allowed_next,
 )
 from agent_tools.service import orders, problems, stats, tracking
-from api.deps import ConnDep, IdempotencyKey, OwnerDep
+from api.deps import ConnDep, IdempotencyKey, Instant, OwnerDep
 from api.idempotency import idempotent
 from api.problems import errors
 from api.schemas import OrderDetail
@@ -83,8 +82,8 @@ async def list_orders(
     search: Annotated[
         str | None, Query(max_length=200, description="Order number, customer name or email")
     ] = None,
-    created_from: Annotated[datetime | None, Query(description="Inclusive")] = None,
-    created_to: Annotated[datetime | None, Query(description="Exclusive")] = None,
+    created_from: Annotated[Instant | None, Query(description="Inclusive")] = None,
+    created_to: Annotated[Instant | None, Query(description="Exclusive")] = None,
     cursor: Annotated[
         str | None, Query(max_length=200, description="`next_cursor` of the previous page")
     ] = None,
@@ -111,8 +110,8 @@ async def read_stats(
     owner: OwnerDep,
     conn: ConnDep,
     agent_id: UUID | None = None,
-    created_from: datetime | None = None,
-    created_to: datetime | None = None,
+    created_from: Instant | None = None,
+    created_to: Instant | None = None,
 ) -> Stats:
     """Order count, revenue per currency (cancelled excluded), counts per status and per day."""
     return await stats.summary(
@@ -136,7 +135,8 @@ async def read_order(
 
 def _version(if_match: str) -> int:
     value = if_match.strip().removeprefix("W/").strip('"')
-    if not value.isdigit() or len(value) > 9:
+    # ASCII only: superscripts and other scripts' digits pass str.isdigit() but not int().
+    if not (value.isascii() and value.isdigit()) or len(value) > 9:
         raise ValidationFailed('If-Match must be the order\'s version, e.g. "3"', field="If-Match")
     return int(value)
 

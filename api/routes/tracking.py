@@ -6,9 +6,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response
 
+from agent_tools.errors import NotFound
 from agent_tools.service import tracking
 from agent_tools.service.tracking import TrackingView
-from api.deps import DbDep, TrackingLimit
+from api.deps import DbDep, StateDep, TrackingLimit
 from api.problems import errors
 
 router = APIRouter(tags=["tracking"])
@@ -23,6 +24,7 @@ router = APIRouter(tags=["tracking"])
 async def track_order(
     order_number: Annotated[str, Path(max_length=64, description="e.g. ORD-2026-123456")],
     db: DbDep,
+    state: StateDep,
     response: Response,
     email: Annotated[
         str | None, Query(max_length=320, description="The order's email: shows full details")
@@ -40,5 +42,9 @@ async def track_order(
     response.headers["Cache-Control"] = "no-store"
     # The busiest public route opens its connection here rather than through a `yield`
     # dependency, whose exit stack costs about a tenth of this route's CPU time.
-    async with db.reader() as conn:
-        return await tracking.track(conn, order_number, email=email, token=token)
+    try:
+        async with db.reader() as conn:
+            return await tracking.track(conn, order_number, email=email, token=token)
+    except NotFound:
+        await state.track_limiter.failed()
+        raise
