@@ -161,16 +161,45 @@ async def submit_track_form(request: Request, db: DbDep) -> Response:
     return await _lookup(request, db, number, email=email)
 
 
+TOKEN_COOKIE = "ao_track"  # noqa: S105 - a cookie name, not a secret
+TOKEN_COOKIE_SECONDS = 1800
+"""How long the tracking link's token stays in the browser after the link was opened."""
+
+
 @router.get("/track/{order_number}", response_class=HTMLResponse)
 async def read_tracking_page(
     request: Request,
     db: DbDep,
     order_number: str,
-    token: Annotated[str, Query(max_length=128)] = "",
-    email: Annotated[str, Query(max_length=320)] = "",
-) -> HTMLResponse:
-    """An order's progress; personal details only with its tracking token or matching email."""
-    return await _lookup(request, db, order_number, email=email, token=token)
+    token: Annotated[str | None, Query(max_length=128)] = None,
+    email: Annotated[str | None, Query(max_length=320, include_in_schema=False)] = None,
+) -> Response:
+    """An order's progress; its details with its tracking link's token or matching email.
+
+    The link (`?token=...`) is answered with a redirect to the bare URL that leaves the token
+    in a short-lived cookie only this order's page receives: the token does not stay in the
+    address bar, the history, a shared screenshot or the next request's log line. An email
+    in the URL is dropped the same way; the page's form posts it instead.
+    """
+    if token is not None or email is not None:
+        clean = _track_url(order_number)
+        response = RedirectResponse(clean, status_code=303)
+        response.headers.update(SECURITY_HEADERS)
+        if token:
+            secure = request.url.scheme == "https" or (
+                (await get_state(request)).settings.public_url.startswith("https:")
+            )
+            response.set_cookie(
+                TOKEN_COOKIE,
+                token,
+                max_age=TOKEN_COOKIE_SECONDS,
+                path=clean,
+                secure=secure,
+                httponly=True,
+                samesite="lax",
+            )
+        return response
+    return await _lookup(request, db, order_number, token=request.cookies.get(TOKEN_COOKIE, ""))
 
 
 @router.post("/track/{order_number}", response_class=HTMLResponse)

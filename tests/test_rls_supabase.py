@@ -45,9 +45,7 @@ def _ensure_roles(url: str) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
         for role, extra in (("anon", ""), ("authenticated", ""), ("service_role", " bypassrls")):
             try:
-                conn.execute(
-                    sql.SQL("create role {} nologin" + extra).format(sql.Identifier(role))
-                )
+                conn.execute(sql.SQL("create role {} nologin" + extra).format(sql.Identifier(role)))
             except (psycopg.errors.DuplicateObject, psycopg.errors.UniqueViolation):
                 pass
             except psycopg.errors.InternalError:  # "tuple concurrently updated"
@@ -142,7 +140,9 @@ async def test_orders_and_events_are_read_only_for_rest_roles(
                 "update agent_orders.orders set status = 'delivered' where id = %(id)s",
                 params,
             )
-            assert _refused(conn, "delete from agent_orders.order_events where order_id = %(id)s", params)
+            assert _refused(
+                conn, "delete from agent_orders.order_events where order_id = %(id)s", params
+            )
             assert _refused(
                 conn,
                 "insert into agent_orders.order_events (order_id, kind, actor, note)"
@@ -164,15 +164,13 @@ async def test_orders_and_events_are_read_only_for_rest_roles(
 async def test_owners_read_their_own_rows_only(
     world: tuple[str, Agent, Agent, Order, Order],
 ) -> None:
-    url, victim, attacker, victims, mine = world
+    url, victim, attacker, _, mine = world
     with as_user(url, ATTACKER) as conn:
         seen = [r[0] for r in conn.execute("select id from agent_orders.orders").fetchall()]
         events = {
             r[0] for r in conn.execute("select order_id from agent_orders.order_events").fetchall()
         }
-        stats = {
-            r[0] for r in conn.execute("select agent_id from agent_orders.order_daily_stats")
-        }
+        stats = {r[0] for r in conn.execute("select agent_id from agent_orders.order_daily_stats")}
         products = {r[0] for r in conn.execute("select agent_id from agent_orders.products")}
         assert _refused(
             conn,

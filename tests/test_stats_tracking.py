@@ -86,10 +86,11 @@ class TestTracking:
         assert public.full is False and public.customer is None
         for secret in ("Ann", "ann@example.com", "555", "1 Main St", "fraud"):
             assert secret not in dumped
-        assert (public.city, public.country) == ("Portland", "US")
+        assert (public.city, public.country, public.items, public.carrier_url) == (None,) * 4
         assert public.status == OrderStatus.shipped and public.progress == 5
-        assert public.carrier_url == "https://www.ups.com/track?tracknum=1Z%2099"
         assert [e.kind for e in public.timeline] == ["created", "status_changed"]
+        assert by_email.carrier_url == "https://www.ups.com/track?tracknum=1Z%2099"
+        assert (by_email.city, by_email.country) == ("Portland", "US")
         assert by_email.full and by_email.customer is not None
         assert by_email.customer.email == "ann@example.com"
         assert by_token.full
@@ -101,6 +102,7 @@ class TestTracking:
         t1 = tracking.tracking_token(b"k1", "a")
         assert t1 != tracking.tracking_token(b"k1", "b")
         assert t1 != tracking.tracking_token(b"k2", "a")
+        assert t1 != tracking.tracking_token(b"k1", "a", version=2)
 
     def test_carrier_links(self) -> None:
         assert tracking.carrier_url("FedEx", "12") == "https://www.fedex.com/fedextrack/?trknbr=12"

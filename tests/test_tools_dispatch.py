@@ -23,7 +23,9 @@ def toolkit(db: Database) -> Toolkit:
 
 
 async def service_order(db: Database, store: Agent, name: str, email: str, **kw: Any) -> Order:
-    """An order placed outside the tools (another customer, another channel)."""
+    """An order placed outside the tools (another customer, another channel), whose email
+    was verified there (a signed-in shop account)."""
+    kw.setdefault("contact_verified", True)
     async with db.connection() as conn:
         return await orders.create_order(
             conn,
@@ -323,7 +325,11 @@ class TestIdentity:
         async with db.connection() as conn:
             theirs = await orders.create_order(
                 conn,
-                order_data(store, customer={"name": "Cy", "phone": "+1 (555) 010-0100"}),
+                order_data(
+                    store,
+                    customer={"name": "Cy", "phone": "+1 (555) 010-0100"},
+                    contact_verified=True,
+                ),
             )
             await orders.create_order(
                 conn, order_data(store, customer={"name": "Di", "phone": "+1 555 010 0199"})
@@ -374,7 +380,13 @@ class TestIdentity:
         )
         assert result["status"] == "shipped"
         assert [e.get("status") for e in result["timeline"]] == ["pending", "shipped"]
-        assert result["carrier"] == "UPS" and "1Z999" in result["carrier_url"]
+        assert "carrier" not in result and "items" not in result  # not the customer's
+        full = await toolkit.call(
+            context(store),
+            "get_order_status",
+            {"order_number": order.order_number, "email": "ann@example.com"},
+        )
+        assert full["carrier"] == "UPS" and "1Z999" in full["carrier_url"]
         bad = {"order_number": "12345", "email": None}
         assert error(await toolkit.call(context(store), "get_order_status", bad))["field"] == (
             "order_number"

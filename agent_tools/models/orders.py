@@ -132,6 +132,9 @@ class NewOrder(_In):
     internal_notes: Note | None = None
     conversation_id: ShortText | None = None
     metadata: dict[str, Any] = {}
+    contact_verified: bool = False
+    """Whether the host (or the owner) checked the customer's email and phone. Only then do
+    they make the order the customer's in a later conversation (`list_my_orders`)."""
 
     @model_validator(mode="after")
     def _lines(self) -> NewOrder:
@@ -185,6 +188,10 @@ class Order(BaseModel):
     payment_status: PaymentStatus
     payment_method: str | None
     metadata: dict[str, Any]
+    contact_verified: bool
+    """Whether the email/phone were verified by the host, not just typed into a chat."""
+    tracking_token_version: int
+    """Part of the tracking link's token: raising it revokes every link handed out so far."""
     version: int
     created_at: datetime
     updated_at: datetime
@@ -202,6 +209,8 @@ class OrderEvent(BaseModel):
     note: str | None
     actor: Actor
     customer_visible: bool
+    note_visible: bool
+    """Whether `note` is for the customer (shown in the full tracking view only)."""
     conversation_id: str | None
     tool_call_id: str | None
     data: dict[str, Any]
@@ -223,6 +232,8 @@ class StatusChange(_In):
     and `shipped_at`/`delivered_at` show it. Not before the order was placed or shipped."""
     expected_version: int | None = None
     """Optimistic concurrency: refuse if the order changed since this version was read."""
+    note_for_customer: bool = False
+    """Show `note` to the customer in the full tracking view; otherwise it stays internal."""
 
 
 class Provenance(_In):
@@ -243,6 +254,8 @@ class OrderFilter(_In):
     customer_phone_digits: Annotated[str, StringConstraints(pattern=r"^[0-9]{5,32}$")] | None = None
     """Orders whose phone has exactly these digits, whatever its punctuation."""
     conversation_id: str | None = None
+    contact_verified: bool | None = None
+    """Only orders whose contact details were (or were not) verified by the host."""
 
 
 class OrderPage(BaseModel):

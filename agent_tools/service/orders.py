@@ -28,6 +28,7 @@ from agent_tools.errors import (
 from agent_tools.models import (
     FINAL,
     MAX_MONEY,
+    Actor,
     LineItem,
     NewOrder,
     Order,
@@ -45,7 +46,8 @@ _COLUMNS = sql.SQL(
     "id, order_number, agent_id, owner_id, conversation_id, customer_name, customer_email,"
     " customer_phone, shipping_address, line_items, subtotal, shipping_fee, total, currency,"
     " status, tracking_number, carrier, estimated_delivery, customer_notes, internal_notes,"
-    " payment_status, payment_method, metadata, version, created_at, updated_at, shipped_at,"
+    " payment_status, payment_method, metadata, contact_verified, tracking_token_version,"
+    " version, created_at, updated_at, shipped_at,"
     " delivered_at, cancelled_at"
 )
 ORDER_NUMBER = re.compile(r"^ORD-\d{4}-\d{6,}$")
@@ -93,10 +95,10 @@ _INSERT = sql.SQL(
     " insert into agent_orders.orders (order_number, agent_id, owner_id, conversation_id,"
     " customer_name, customer_email, customer_phone, shipping_address, line_items, subtotal,"
     " shipping_fee, total, currency, customer_notes, internal_notes, payment_status,"
-    " payment_method, metadata)"
+    " payment_method, metadata, contact_verified)"
     " values (%(number)s, %(agent)s, %(owner)s, %(conv)s, %(name)s, %(email)s, %(phone)s,"
     " %(address)s, %(lines)s, %(subtotal)s, %(fee)s, %(total)s, %(currency)s, %(cnotes)s,"
-    " %(inotes)s, %(pstatus)s, %(pmethod)s, %(metadata)s)"
+    " %(inotes)s, %(pstatus)s, %(pmethod)s, %(metadata)s, %(verified)s)"
     " on conflict (order_number) do nothing returning {}"
     "), created as ("
     " insert into agent_orders.order_events (order_id, kind, to_status, actor,"
@@ -210,6 +212,7 @@ async def insert_order(
         "pstatus": new.payment_status.value,
         "pmethod": new.payment_method,
         "metadata": Jsonb(new.metadata),
+        "verified": new.contact_verified,
         "actor": by.actor.value,
         "by_conv": by.conversation_id,
         "call": by.tool_call_id,
@@ -239,13 +242,14 @@ async def add_event(
     to_status: OrderStatus | None = None,
     note: str | None = None,
     visible: bool = True,
+    note_visible: bool = False,
     data: dict[str, Any] | None = None,
 ) -> None:
     await conn.execute(
         "insert into agent_orders.order_events (order_id, kind, from_status, to_status, note,"
-        " actor, customer_visible, conversation_id, tool_call_id, data)"
+        " actor, customer_visible, note_visible, conversation_id, tool_call_id, data)"
         " values (%(order)s, %(kind)s, %(from)s, %(to)s, %(note)s, %(actor)s, %(visible)s,"
-        " %(conv)s, %(call)s, %(data)s)",
+        " %(note_visible)s, %(conv)s, %(call)s, %(data)s)",
         {
             "order": order_id,
             "kind": kind,
@@ -254,6 +258,7 @@ async def add_event(
             "note": note,
             "actor": by.actor.value,
             "visible": visible,
+            "note_visible": note is not None and note_visible,
             "conv": by.conversation_id,
             "call": by.tool_call_id,
             "data": Jsonb(data or {}),
@@ -309,7 +314,8 @@ async def get_order(
 
 _EVENTS = (
     "select id, order_id, kind, from_status, to_status, note, actor, customer_visible,"
-    " conversation_id, tool_call_id, data, created_at from agent_orders.order_events"
+    " note_visible, conversation_id, tool_call_id, data, created_at"
+    " from agent_orders.order_events"
     " where order_id = {} and (not %(visible)s or customer_visible)"
 )
 
@@ -465,6 +471,9 @@ async def update_status(
             from_status=order.status,
             to_status=target,
             note=change.note,
+            # The customer's own words (a cancellation reason given in the chat) are theirs to
+            # see; an owner's note is internal unless the owner says it is for the customer.
+            note_visible=change.note_for_customer or by.actor in (Actor.agent, Actor.customer),
             data=tracking,
         )
     return Order.model_validate(row)
@@ -529,7 +538,13 @@ async def add_note(
     async with conn.transaction():
         order = await get_order(conn, key, owner_id=owner_id)
         await add_event(
-            conn, order.id, "note", by or Provenance(), note=text, visible=customer_visible
+            conn,
+            order.id,
+            "note",
+            by or Provenance(),
+            note=text,
+            visible=customer_visible,
+            note_visible=customer_visible,
         )
     return (await list_events(conn, order.id))[-1]
 
@@ -590,6 +605,9 @@ async def list_orders(
     if f.conversation_id is not None:
         where.append(sql.SQL("conversation_id = %(conv)s"))
         params["conv"] = f.conversation_id
+    if f.contact_verified is not None:
+        where.append(sql.SQL("contact_verified = %(verified)s"))
+        params["verified"] = f.contact_verified
     if f.created_from is not None:
         where.append(sql.SQL("created_at >= %(from)s"))
         params["from"] = f.created_from

@@ -96,6 +96,7 @@ async def report(
             by,
             # The label, not the customer's words: those stay in the case for the owner.
             note=f"Problem reported: {LABELS[kind]}",
+            note_visible=True,
             data=_event_data(case),
         )
     return case, True
@@ -140,6 +141,7 @@ async def resolve(
             "problem_resolved",
             by,
             note=case.resolution,
+            note_visible=True,  # written for the customer
             data=_event_data(case),
         )
     return case

@@ -13,6 +13,7 @@ import secrets
 from datetime import date, datetime
 from decimal import Decimal
 from urllib.parse import quote
+from uuid import UUID
 
 from pydantic import BaseModel
 
@@ -20,7 +21,7 @@ from agent_tools.config import Settings, get_settings
 from agent_tools.db import Conn
 from agent_tools.errors import NotFound
 from agent_tools.models import FLOW, Order, OrderEvent, OrderStatus
-from agent_tools.service.orders import get_order_with_events
+from agent_tools.service.orders import get_order, get_order_with_events
 
 _keys: dict[tuple[str, str, str], bytes] = {}
 
@@ -51,15 +52,35 @@ async def signing_key(conn: Conn, settings: Settings | None = None) -> bytes:
     return key
 
 
-def tracking_token(key: bytes, order_id: object) -> str:
-    """192 bits of HMAC over the order's id: unguessable, valid for that one order."""
-    mac = hmac.new(key, f"track:{order_id}".encode(), hashlib.sha256).digest()
+def tracking_token(key: bytes, order_id: object, version: int = 1) -> str:
+    """192 bits of HMAC over the order's id and token version: unguessable, valid for that one
+    order until the owner raises its version. Version 1 signs what the first links carried."""
+    message = f"track:{order_id}" if version == 1 else f"track:{order_id}:v{version}"
+    mac = hmac.new(key, message.encode(), hashlib.sha256).digest()
     return base64.urlsafe_b64encode(mac[:24]).decode()
+
+
+def order_token(key: bytes, order: Order) -> str:
+    """The token of `order`'s current tracking links."""
+    return tracking_token(key, order.id, order.tracking_token_version)
 
 
 def tracking_url(key: bytes, order: Order, settings: Settings | None = None) -> str:
     base = (settings or get_settings()).public_url.rstrip("/")
-    return f"{base}/track/{order.order_number}?token={tracking_token(key, order.id)}"
+    return f"{base}/track/{order.order_number}?token={order_token(key, order)}"
+
+
+async def revoke_links(conn: Conn, key: UUID | str, *, owner_id: UUID | None = None) -> Order:
+    """Invalidate every tracking link of one order handed out so far; new links work."""
+    order = await get_order(conn, key, owner_id=owner_id)
+    cur = await conn.execute(
+        "update agent_orders.orders set tracking_token_version = tracking_token_version + 1"
+        " where id = %(id)s returning tracking_token_version",
+        {"id": order.id},
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return order.model_copy(update={"tracking_token_version": row["tracking_token_version"]})
 
 
 def carrier_url(carrier: str | None, number: str | None) -> str | None:
@@ -79,6 +100,7 @@ class TrackedEvent(BaseModel):
     kind: str
     status: OrderStatus | None
     note: str | None
+    """Only in the full view, and only notes meant for the customer."""
 
 
 class Contact(BaseModel):
@@ -94,6 +116,10 @@ class Contact(BaseModel):
 
 
 class TrackingView(BaseModel):
+    """What anyone with the order number sees: status, progress, dates and the delivery
+    estimate. Items, destination, carrier, notes and personal details are null unless `full`
+    (the order's email or its tracking link's token was given)."""
+
     order_number: str
     status: OrderStatus
     progress: int
@@ -101,18 +127,18 @@ class TrackingView(BaseModel):
     steps: list[OrderStatus]
     created_at: datetime
     updated_at: datetime
-    items: list[TrackedItem]
-    currency: str
+    estimated_delivery: date | None
+    delivered_at: datetime | None
+    timeline: list[TrackedEvent]
+    full: bool
+    """Whether the details below are included."""
+    items: list[TrackedItem] | None
+    currency: str | None
     carrier: str | None
     tracking_number: str | None
     carrier_url: str | None
-    estimated_delivery: date | None
-    delivered_at: datetime | None
     city: str | None
     country: str | None
-    timeline: list[TrackedEvent]
-    full: bool
-    """Whether the personal details below are included."""
     customer: Contact | None
 
 
@@ -130,6 +156,17 @@ def happened(event: OrderEvent) -> datetime:
 def build_view(order: Order, events: list[OrderEvent], *, full: bool) -> TrackingView:
     address = order.shipping_address
     progress = 0 if order.status == OrderStatus.cancelled else FLOW.index(order.status) + 1
+    timeline = [
+        TrackedEvent(
+            at=happened(e),
+            kind=e.kind,
+            status=e.to_status,
+            note=e.note if full and e.note_visible else None,
+        )
+        for e in events
+        # A note without its text says nothing: the public view leaves it out.
+        if e.customer_visible and (full or e.kind != "note")
+    ]
     return TrackingView(
         order_number=order.order_number,
         status=order.status,
@@ -137,24 +174,22 @@ def build_view(order: Order, events: list[OrderEvent], *, full: bool) -> Trackin
         steps=list(FLOW),
         created_at=order.created_at,
         updated_at=order.updated_at,
-        items=[TrackedItem(name=ln.name, quantity=ln.quantity) for ln in order.line_items],
-        currency=order.currency,
-        carrier=order.carrier,
-        tracking_number=order.tracking_number,
-        carrier_url=carrier_url(order.carrier, order.tracking_number),
         # Once delivered (or cancelled) an estimate is only noise, and a wrong one at that.
         estimated_delivery=None
         if order.status in (OrderStatus.delivered, OrderStatus.cancelled)
         else order.estimated_delivery,
         delivered_at=order.delivered_at,
-        city=address.get("city"),
-        country=address.get("country"),
-        timeline=[
-            TrackedEvent(at=happened(e), kind=e.kind, status=e.to_status, note=e.note)
-            for e in events
-            if e.customer_visible
-        ],
+        timeline=timeline,
         full=full,
+        items=[TrackedItem(name=ln.name, quantity=ln.quantity) for ln in order.line_items]
+        if full
+        else None,
+        currency=order.currency if full else None,
+        carrier=order.carrier if full else None,
+        tracking_number=order.tracking_number if full else None,
+        carrier_url=carrier_url(order.carrier, order.tracking_number) if full else None,
+        city=address.get("city") if full else None,
+        country=address.get("country") if full else None,
         customer=Contact(
             name=order.customer_name,
             email=order.customer_email,
@@ -195,7 +230,7 @@ async def track(
     full = False
     if token:
         key = await signing_key(conn)
-        full = hmac.compare_digest(token.encode(), tracking_token(key, order.id).encode())
+        full = hmac.compare_digest(token.encode(), order_token(key, order).encode())
     if email is not None and not full:
         given = email.strip().lower()
         if not order.customer_email or not hmac.compare_digest(

@@ -35,12 +35,13 @@ class ToolContext:
 
     def owns(self, order: Order) -> bool:
         """Whether `order` is the bound customer's: placed in this conversation, or matching
-        the verified email or phone."""
+        the verified email or phone of an order whose contact was verified too (an email typed
+        into some other chat proves nothing)."""
         if order.agent_id != self.agent_id:
             return False
         if order.conversation_id is not None and order.conversation_id == self.conversation_id:
             return True
-        if not self.customer_verified:
+        if not (self.customer_verified and order.contact_verified):
             return False
         if self.customer_email and order.customer_email == self.customer_email:
             return True

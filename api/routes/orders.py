@@ -167,3 +167,13 @@ async def update_order_status(
     order = await orders.update_status(conn, order_id, body, by=BY_OWNER, owner_id=owner)
     response.headers.update(_etag(order))
     return await _detail(conn, order)
+
+
+@router.post("/{order_id}/tracking-links/revoke", response_model=OrderDetail, responses=errors(404))
+async def revoke_tracking_links(order_id: OrderKey, owner: OwnerDep, conn: ConnDep) -> OrderDetail:
+    """Stop every tracking link of this order handed out so far (say, one forwarded to the
+    wrong person); they show only the short public view from now on. The response's
+    `tracking_url` is the new link to give the customer. Each call revokes the links before
+    it, so a retry revokes the link the first call returned."""
+    order = await tracking.revoke_links(conn, order_id, owner_id=owner)
+    return await _detail(conn, order)

@@ -127,6 +127,14 @@ async def place_order(inv: Invocation, a: PlaceOrderArgs) -> Result:
     # The bound identity wins over whatever the model wrote.
     email = ctx.customer_email or a.customer.email
     phone = ctx.customer_phone or a.customer.phone
+    # Verified only if every contact detail on the order is one the host bound and checked:
+    # an address the model typed never becomes someone's identity later.
+    verified = (
+        ctx.customer_verified
+        and bool(email or phone)
+        and (email is None or email == ctx.customer_email)
+        and (phone is None or phone == ctx.customer_phone)
+    )
     try:
         draft, quote = await drafts.draft_order(
             inv.conn,
@@ -138,6 +146,7 @@ async def place_order(inv: Invocation, a: PlaceOrderArgs) -> Result:
                 "items": [i.model_dump() for i in a.items],
                 "payment_method": a.payment_method,
                 "customer_notes": a.customer_notes,
+                "contact_verified": verified,
             },
             conversation_id=ctx.conversation_id,
             turn=ctx.turn,

@@ -39,17 +39,12 @@ async def get_order_status(inv: Invocation, a: GetOrderStatusArgs) -> Result:
     result: Result = {
         "order_number": view.order_number,
         "status": view.status.value,
-        "items": [f"{i.quantity} x {i.name}" for i in view.items],
         "timeline": [
             {"at": e.at.isoformat(timespec="minutes"), "event": e.kind}
             | ({"status": e.status.value} if e.status else {})
             | ({"note": e.note} if e.note else {})
             for e in view.timeline
         ],
-        "carrier": view.carrier,
-        "tracking_number": view.tracking_number,
-        "carrier_url": view.carrier_url,
-        "ships_to": ", ".join(x for x in (view.city, view.country) if x),
         "details": "full" if full else "redacted",
     }
     if view.delivered_at is not None:
@@ -59,6 +54,11 @@ async def get_order_status(inv: Invocation, a: GetOrderStatusArgs) -> Result:
         eta = view.estimated_delivery
         result["estimated_delivery"] = eta.isoformat() if eta else None
     if view.customer is not None:
+        result["items"] = [f"{i.quantity} x {i.name}" for i in view.items or []]
+        result["carrier"] = view.carrier
+        result["tracking_number"] = view.tracking_number
+        result["carrier_url"] = view.carrier_url
+        result["ships_to"] = ", ".join(x for x in (view.city, view.country) if x)
         c = view.customer
         key = await tracking.signing_key(inv.conn, inv.settings)
         result["customer"] = {
@@ -79,12 +79,17 @@ async def get_order_status(inv: Invocation, a: GetOrderStatusArgs) -> Result:
                 }
                 for p in cases
             ]
-        result["total"] = money(c.total, view.currency)
+        result["total"] = money(c.total, order.currency)
         result["tracking_url"] = tracking.tracking_url(key, order, inv.settings)
     elif a.email:
         result["hint"] = (
             "the email does not match this order, so personal details are withheld; "
             "ask the customer which email they ordered with"
+        )
+    else:
+        result["hint"] = (
+            "items, carrier and address are shown only to the order's customer:"
+            " ask for the email the order was placed with"
         )
     return result
 
@@ -108,10 +113,11 @@ async def list_my_orders(inv: Invocation, a: ListMyOrdersArgs) -> Result:
     scopes = [{**base, "conversation_id": ctx.conversation_id}]
     phone = ctx.phone_digits()
     verified = ctx.customer_verified and bool(ctx.customer_email or phone)
+    # By email or phone only orders whose contact the host verified when they were placed.
     if ctx.customer_verified and ctx.customer_email:
-        scopes.append({**base, "customer_email": ctx.customer_email})
+        scopes.append({**base, "customer_email": ctx.customer_email, "contact_verified": True})
     if ctx.customer_verified and phone:
-        scopes.append({**base, "customer_phone_digits": phone})
+        scopes.append({**base, "customer_phone_digits": phone, "contact_verified": True})
     found: dict[Any, Order] = {}
     for scope in scopes:
         page = await orders.list_orders(inv.conn, owner_id=None, filters=scope, limit=limit)
@@ -128,7 +134,8 @@ async def list_my_orders(inv: Invocation, a: ListMyOrdersArgs) -> Result:
 TOOLS: tuple[Tool, ...] = (
     Tool(
         "get_order_status",
-        "Status, timeline, carrier, and delivery estimate or time of an order. Personal details "
+        "Status, timeline, and delivery estimate or time of an order. Items, carrier and "
+        "personal details "
         "only if the order is this customer's or the email matches.",
         GetOrderStatusArgs,
         get_order_status,
