@@ -31,7 +31,19 @@ HOSTILE = st.one_of(
     ),
     st.lists(st.none(), max_size=2),
     st.dictionaries(st.text(max_size=6), st.none(), max_size=2),
+    # Shapes that once broke the HTTP layer: non-ASCII digits, dates at the edges of the
+    # calendar, JSON nested past any sane depth.
+    st.text("0123456789\u00b2\u0661\U0001d7d9", min_size=1, max_size=6),
+    st.sampled_from(["9999-12-31T23:59:59.999999", "0001-01-01T00:00:00+14:00"]),
+    st.integers(min_value=30, max_value=600).map(lambda n: _nested(n)),
 )
+
+
+def _nested(depth: int) -> Any:
+    value: Any = None
+    for i in range(depth):
+        value = [value] if i % 2 else {"k": value}
+    return value
 
 
 @dataclass
@@ -161,6 +173,8 @@ def test_random_payloads_and_names(world: World) -> None:
         st.binary(max_size=50),
         st.recursive(HOSTILE, lambda c: st.lists(c, max_size=3), max_leaves=8).map(json.dumps),
         st.dictionaries(st.text(max_size=10), HOSTILE, max_size=5),
+        st.integers(min_value=30, max_value=100_000).map(lambda n: "[" * n + "]" * n),
+        st.integers(min_value=30, max_value=100_000).map(lambda n: '{"a":' * n + "1" + "}" * n),
     )
 
     @settings(
