@@ -215,7 +215,7 @@ async def test_status_question_answered_with_the_real_timeline(
     db: Database, toolkit: Toolkit, store: Agent, llm: ScriptedOpenAI
 ) -> None:
     async with db.connection() as conn:
-        order = await orders.create_order(conn, order_data(store))
+        order = await orders.create_order(conn, order_data(store, contact_verified=True))
         owner = Provenance(actor=Actor.owner)
         await orders.update_status(conn, order.id, {"status": "confirmed"}, by=owner)
         await orders.update_status(

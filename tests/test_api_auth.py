@@ -273,6 +273,7 @@ class TestTenancy:
             ("GET", f"/api/orders/{o}", {}, 404),
             ("GET", f"/api/orders/{order.order_number}", {}, 404),
             ("PATCH", f"/api/orders/{o}/status", {"json": {"status": "cancelled"}}, 404),
+            ("POST", f"/api/orders/{o}/tracking-links/revoke", {}, 404),
             ("POST", "/api/orders/", {"json": new_order}, 404),
             ("GET", "/api/orders/", {"params": {"agent_id": str(a)}}, 200),
             ("GET", "/api/orders/stats/summary", {}, 200),
