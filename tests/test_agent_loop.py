@@ -165,7 +165,8 @@ async def test_injected_request_for_another_customer_shows_nothing_of_theirs(
                 shipping_address={"line1": "9 Elm Rd", "city": "Austin", "country": "US"},
             ),
         )
-        await orders.create_order(conn, order_data(store))  # Ann's
+        # Ann's, placed while she was signed in (her email verified).
+        await orders.create_order(conn, order_data(store, contact_verified=True))
     ctx = context(store, customer_email="ann@example.com", customer_verified=True)
     llm.script(
         calls(("list_my_orders", {"status": None, "limit": None, "email": "bob@example.com"})),

@@ -150,6 +150,12 @@ async def test_orders_and_events_are_read_only_for_rest_roles(
                 params,
             )
         assert _refused(conn, "delete from agent_orders.orders")
+        assert _refused(
+            conn,
+            "insert into agent_orders.problem_reports (order_id, owner_id, kind, details,"
+            " reported_by) values (%s, %s, 'other', 'planted', 'owner')",
+            (victims.id, ATTACKER),
+        )
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute("truncate agent_orders.orders cascade")
     with psycopg.connect(url) as admin:
