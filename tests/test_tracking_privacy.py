@@ -219,7 +219,7 @@ async def test_rows_from_before_are_unverified_and_owner_notes_internal(server_u
                     " customer_visible, note) values (%s, %s, %s, %s, %s)",
                     (order[0], kind, actor, visible, note),
                 )
-        assert await migrate(url) == ["0006_hardening.sql"]
+        assert (await migrate(url))[0] == "0006_hardening.sql"
         with psycopg.connect(url) as conn:
             row: Any = conn.execute(
                 "select contact_verified, tracking_token_version from agent_orders.orders"
