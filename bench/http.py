@@ -170,7 +170,12 @@ async def run(opts: Any) -> Result:
         secret = secrets.token_urlsafe(32)
         store = stores[0]
         token = jwt.encode(
-            {"sub": str(store.agent.owner_id), "aud": "authenticated", "exp": time.time() + 3600},
+            {
+                "sub": str(store.agent.owner_id),
+                "aud": "authenticated",
+                "role": "authenticated",  # as Supabase signs a user's token
+                "exp": time.time() + 3600,
+            },
             secret,
             algorithm="HS256",
         )
