@@ -1,4 +1,4 @@
-"""The `agent-orders` command: migrate, demo, walkthrough, run, serve, chat."""
+"""The `agent-orders` command: migrate, demo, walkthrough, run, serve, chat, mcp."""
 
 from __future__ import annotations
 
@@ -142,6 +142,34 @@ async def _chat(agent_id: str | None, email: str | None) -> int:
                 print(f"agent> {await bot.reply(text)}")
 
 
+async def _mcp(
+    agent_id: str, conversation: str | None, email: str | None, phone: str | None, verified: bool
+) -> int:
+    """The tools as an MCP server on stdin/stdout, for one local customer (a desktop
+    assistant). Stdout carries the protocol: everything else goes to stderr."""
+    from uuid import UUID, uuid4
+
+    from agent_tools.integrations.mcp import build_server, fixed_identity
+    from agent_tools.tools import ToolContext, Toolkit
+
+    try:
+        agent = UUID(agent_id)
+    except ValueError:
+        print(f"agent-orders: {agent_id!r} is not an agent id", file=sys.stderr)
+        return 1
+    async with await Toolkit.connect() as toolkit:
+        await toolkit.get_agent(agent)  # an unknown agent stops here, not at the first call
+        ctx = ToolContext(
+            agent_id=agent,
+            conversation_id=conversation or f"mcp-{uuid4().hex[:12]}",
+            customer_email=email,
+            customer_phone=phone,
+            customer_verified=verified,
+        )
+        await build_server(toolkit, fixed_identity(ctx)).run_stdio_async()
+    return 0
+
+
 def _serve(host: str, port: int, workers: int, forwarded_allow_ips: str | None) -> None:
     """Serve the HTTP API (imported here: `agent_tools` itself never imports FastAPI)."""
     import os
@@ -176,6 +204,9 @@ def _serve(host: str, port: int, workers: int, forwarded_allow_ips: str | None) 
         # trust X-Forwarded-For from 127.0.0.1, or from $FORWARDED_ALLOW_IPS).
         proxy_headers=bool(proxies.strip()),
         forwarded_allow_ips=proxies.strip() or "",
+        # A worker busy importing on a loaded machine answers the supervisor's health check
+        # late; the 5 s default then kills and restarts it over and over.
+        timeout_worker_healthcheck=30,
     )
 
 
@@ -238,8 +269,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     chat = sub.add_parser("chat", help="chat in the terminal with a store's agent (OpenAI API)")
     chat.add_argument("--agent", help="agent id (default: the demo store)")
     chat.add_argument("--email", help="bind this verified customer email to the chat")
+    mcp = sub.add_parser("mcp", help="serve the tools over MCP on stdio for one customer")
+    mcp.add_argument("--agent", required=True, help="the store's agent id")
+    mcp.add_argument("--conversation", help="conversation id (default: a new one per run)")
+    mcp.add_argument("--email", help="the customer's email")
+    mcp.add_argument("--phone", help="the customer's phone")
+    mcp.add_argument(
+        "--verified", action="store_true", help="the email/phone were checked (signed in)"
+    )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr)
     get_settings()
     try:
         if args.command == "migrate":
@@ -254,6 +293,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             _serve(args.host, args.port, args.workers, args.forwarded_allow_ips)
         elif args.command == "chat":
             return asyncio.run(_chat(args.agent, args.email))
+        elif args.command == "mcp":
+            return asyncio.run(
+                _mcp(args.agent, args.conversation, args.email, args.phone, args.verified)
+            )
     except (MigrationError, OrderError) as exc:
         print(f"agent-orders: {exc}", file=sys.stderr)
         return 1

@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -25,7 +25,8 @@ class Settings(BaseSettings):
     """Base of the tracking links handed to customers."""
 
     secret_key: SecretStr | None = Field(None, validation_alias="AGENT_ORDERS_SECRET_KEY")
-    """Signs tracking links. Unset: a random key generated once and kept in the database."""
+    """The instance secret: signs tracking links, confirmation-page links and session tokens.
+    Unset: a random key generated once and kept in the database (shared by every worker)."""
 
     prepared_statements: bool | None = Field(None, validation_alias="AGENT_ORDERS_PREPARE")
     """Server-side prepared statements. Unset: off for transaction poolers, on elsewhere."""
@@ -54,6 +55,25 @@ class Settings(BaseSettings):
     draft_ttl_seconds: int = Field(1800, validation_alias="AGENT_ORDERS_DRAFT_TTL")
     """How long a drafted order (or cancellation) waits for the customer's yes."""
 
+    @field_validator("secret_key")
+    @classmethod
+    def _no_placeholder_secret(
+        cls, value: SecretStr | None, info: ValidationInfo
+    ) -> SecretStr | None:
+        """A copied example value would let anyone forge links and session tokens; allowed
+        only while the public URL is this machine (development)."""
+        if value is None:
+            return None
+        secret = value.get_secret_value()
+        weak = len(secret) < 32 or secret.strip().lower() in _PLACEHOLDERS
+        host = urlsplit(str(info.data.get("public_url", ""))).hostname or ""
+        if weak and host not in _LOCAL_HOSTS:
+            raise ValueError(
+                "AGENT_ORDERS_SECRET_KEY looks like a placeholder: use 32+ random characters"
+                " (python -c 'import secrets; print(secrets.token_urlsafe(32))'), or unset it"
+            )
+        return value
+
     def use_prepared_statements(self) -> bool:
         if self.prepared_statements is not None:
             return self.prepared_statements
@@ -62,6 +82,10 @@ class Settings(BaseSettings):
         # Supavisor / PgBouncer in transaction mode cannot keep prepared statements.
         parts = urlsplit(self.database_url)
         return not (parts.port == 6543 or "pooler" in (parts.hostname or ""))
+
+
+_PLACEHOLDERS = frozenset({"changeme", "change-me", "secret", "your-secret-key", "placeholder"})
+_LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
 @lru_cache(maxsize=1)

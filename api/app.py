@@ -12,15 +12,27 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 
 from fastapi import APIRouter, FastAPI
+from starlette.routing import Route
 
 from agent_tools.db import Database
+from agent_tools.integrations import mcp
 from agent_tools.service import drafts, idempotency
+from agent_tools.tools import Toolkit
 from api import accesslog, docs, pages, problems
 from api.auth import JwtVerifier
 from api.bodylimit import BodyLimit
 from api.deps import AppState
 from api.ratelimit import TrackingLimiter
-from api.routes import agents, health, keys, orders, problem_reports, tracking
+from api.routes import (
+    agents,
+    confirm,
+    health,
+    keys,
+    orders,
+    problem_reports,
+    sessions,
+    tracking,
+)
 from api.settings import ApiSettings, get_api_settings
 
 log = logging.getLogger(__name__)
@@ -32,8 +44,10 @@ ROUTERS: tuple[APIRouter, ...] = (
     problem_reports.router,
     agents.router,
     keys.router,
+    sessions.router,
     pages.router,
     docs.router,
+    confirm.router,
 )
 
 DESCRIPTION = """\
@@ -70,16 +84,31 @@ def create_app(*, database: Database | None = None, settings: ApiSettings | None
     )
     accesslog.install()
 
+    mcp_route = mcp.Deferred()
+
+    @asynccontextmanager
+    async def serve_mcp(db: Database) -> AsyncIterator[None]:
+        """The MCP endpoint on this app's pool, its session manager running meanwhile."""
+        endpoint = await mcp.HttpEndpoint.open(Toolkit(db, settings=settings))
+        async with endpoint.session_manager.run():
+            mcp_route.endpoint = endpoint
+            try:
+                yield
+            finally:
+                mcp_route.endpoint = None
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if database is not None:
-            yield
+            async with serve_mcp(database):
+                yield
             return
         db = await Database.open(settings.database_url, settings=settings)
         chores = asyncio.create_task(_housekeeping(db, settings.housekeeping_seconds))
         try:
             app.state.db = db
-            yield
+            async with serve_mcp(db):
+                yield
         finally:
             app.state.db = None
             chores.cancel()
@@ -102,4 +131,6 @@ def create_app(*, database: Database | None = None, settings: ApiSettings | None
     problems.install(app)
     for router in ROUTERS:
         app.include_router(router)
+    # The MCP server (streamable HTTP, stateless): authenticated by session tokens.
+    app.router.routes.append(Route("/mcp", mcp_route))
     return app

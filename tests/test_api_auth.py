@@ -288,6 +288,7 @@ class TestTenancy:
                 {"json": {"products": [{"sku": "X", "name": "X", "unit_price": "0.01"}]}},
                 404,
             ),
+            ("POST", f"/api/agents/{a}/sessions", {"json": {"conversation_id": "c-1"}}, 404),
             ("GET", "/api/api-keys/", {}, 200),
             ("POST", "/api/api-keys/", {"json": {"name": "theirs"}}, 201),
             ("DELETE", f"/api/api-keys/{mine.id}", {}, 404),

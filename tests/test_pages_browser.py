@@ -22,8 +22,10 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from agent_tools.db import Database
+from agent_tools.tools import ToolContext, Toolkit
 from tests.api_support import ApiProcess, server
 from tests.pages_support import ARTIFACTS, CHROMIUM, Demo, require_chromium, seed_demo
+from tests.tools_support import place_args
 
 pytestmark = pytest.mark.browser
 
@@ -308,3 +310,70 @@ def test_api_docs_render_from_this_server_under_the_pages_policy(
     expect(page.locator(rendered).first).to_contain_text("agent-orders", timeout=30_000)
     assert origins == {urlsplit(srv.base).netloc}, origins
     assert violations == [] and errors == []
+
+
+def _draft_link(db_url: str, demo: Demo) -> str:
+    """A drafted order in the demo store, as `place_order` hands it out: its page's path."""
+
+    async def run() -> str:
+        db = await Database.open(db_url, migrate=False, min_size=1, max_size=2)
+        try:
+            toolkit = Toolkit(db)
+            ctx = ToolContext(agent_id=demo.orders["Ann"].agent_id, conversation_id="browser")
+            found = await toolkit.call(ctx, "search_products", {"query": None, "limit": 1})
+            sku = found["products"][0]["sku"]
+            args = place_args([{"sku": sku, "quantity": 2}])
+            args["customer"] = {"name": "Gus Hale", "email": "gus@example.com", "phone": None}
+            draft = await toolkit.call(ctx, "place_order", args)
+            assert draft["ok"], draft
+            return str(urlsplit(draft["confirm_url"]).path)
+        finally:
+            await db.close()
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, run()).result()
+
+
+def test_confirmation_page_places_the_order_once(
+    browser: Browser, live: tuple[ApiProcess, Demo], db_url: str
+) -> None:
+    srv, demo = live
+    errors: list[str] = []
+    path = _draft_link(db_url, demo)
+    page = new_page(browser, srv.base, errors)
+    page.goto(path)
+    expect(page.get_by_role("heading", name="Confirm your order")).to_be_visible()
+    expect(page.locator("#customer-name")).to_have_text("Gus Hale")
+    expect(page.locator("#lines tbody tr")).to_have_count(1)
+    snap(page, "confirm-draft")
+
+    # The same link open in a second tab of the same browser: both buttons keep working.
+    second = page.context.new_page()
+    second.goto(path)
+
+    page.get_by_role("button", name="Place order").click()
+    expect(page.get_by_role("heading", name="Order placed")).to_be_visible()
+    number = page.locator("#order-number").inner_text()
+    assert re.fullmatch(r"ORD-\d{4}-\d{6,}", number)
+    snap(page, "confirm-placed")
+
+    second.get_by_role("button", name="Place order").click()
+    expect(second.get_by_role("heading", name="Order placed")).to_be_visible()
+    expect(second.locator("#order-number")).to_have_text(number)
+    page.reload()  # a reload after the redirect is a GET: nothing is submitted again
+    expect(page.locator("#order-number")).to_have_text(number)
+
+    headers = {"Authorization": f"Bearer {demo.api_key}"}
+    found = httpx.get(f"{srv.base}/api/orders/", params={"search": "Gus Hale"}, headers=headers)
+    assert [o["order_number"] for o in found.json()["orders"]] == [number]
+
+    link = page.get_by_role("link", name="Track your order").get_attribute("href") or ""
+    assert f"/track/{number}?token=" in link
+    page.goto(urlsplit(link).path + "?" + urlsplit(link).query)  # this server, not PUBLIC_URL
+    expect(page.locator("#customer-name")).to_have_text("Gus Hale")
+    # A forged cross-site POST (no cookie, another origin) places nothing.
+    forged = httpx.post(
+        f"{srv.base}{path}", data={"csrf": "x" * 32}, headers={"Origin": "https://evil.example"}
+    )
+    assert forged.status_code == 403
+    assert errors == []

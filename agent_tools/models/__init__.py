@@ -4,7 +4,14 @@ Everything is re-exported here, so `from agent_tools.models import Order` works;
 import from the domain module directly.
 """
 
-from agent_tools.models.catalog import Agent, AgentIn, AgentSettings, Product, ProductIn
+from agent_tools.models.catalog import (
+    Agent,
+    AgentIn,
+    AgentSettings,
+    ConfirmationMode,
+    Product,
+    ProductIn,
+)
 from agent_tools.models.common import (
     MAX_LINES,
     MAX_MONEY,
@@ -55,6 +62,7 @@ __all__ = [
     "Agent",
     "AgentIn",
     "AgentSettings",
+    "ConfirmationMode",
     "Currency",
     "CustomLineIn",
     "Customer",

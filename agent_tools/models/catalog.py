@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
+from enum import StrEnum
 from typing import Annotated
 from uuid import UUID
 
@@ -12,16 +13,30 @@ from pydantic import BaseModel, Field
 from agent_tools.models.common import Currency, Money, Name, Note, Sku, _In
 
 
+class ConfirmationMode(StrEnum):
+    """How a store takes the customer's final yes to a draft (the rule: `service.drafts`)."""
+
+    turns = "turns"
+    """The host counts customer messages: a yes in a later turn confirms (own agent loops)."""
+    elicitation = "elicitation"
+    """The host's UI asks the human (MCP elicitation, Agents SDK approval), or the page."""
+    page = "page"
+    """Only the trusted confirmation page `/confirm/{token}` places the order."""
+
+
 class AgentIn(_In):
     name: Name
     currency: Currency = "USD"
     shipping_fee: Money = Decimal("0.00")
+    confirmation: ConfirmationMode = ConfirmationMode.turns
+    """How the customer's final yes to an order or cancellation reaches the store."""
 
 
 class AgentSettings(_In):
     name: Name | None = None
     currency: Currency | None = None
     shipping_fee: Money | None = None
+    confirmation: ConfirmationMode | None = None
 
 
 class Agent(BaseModel):
@@ -30,6 +45,7 @@ class Agent(BaseModel):
     name: str
     currency: str
     shipping_fee: Decimal
+    confirmation: ConfirmationMode
     created_at: datetime
     updated_at: datetime
 

@@ -8,15 +8,22 @@ from agent_tools.db import Conn
 from agent_tools.errors import UnknownAgent, parse
 from agent_tools.models import Agent, AgentIn, AgentSettings
 
-_COLUMNS = "id, owner_id, name, currency, shipping_fee, created_at, updated_at"
+_COLUMNS = "id, owner_id, name, currency, shipping_fee, confirmation, created_at, updated_at"
 
 
 async def create_agent(conn: Conn, owner_id: UUID, data: AgentIn | dict[str, object]) -> Agent:
     new = parse(AgentIn, data)
     cur = await conn.execute(
-        "insert into agent_orders.agents (owner_id, name, currency, shipping_fee)"
-        " values (%(owner)s, %(name)s, %(currency)s, %(fee)s) returning " + _COLUMNS,
-        {"owner": owner_id, "name": new.name, "currency": new.currency, "fee": new.shipping_fee},
+        "insert into agent_orders.agents (owner_id, name, currency, shipping_fee, confirmation)"
+        " values (%(owner)s, %(name)s, %(currency)s, %(fee)s, %(confirmation)s)"
+        " returning " + _COLUMNS,
+        {
+            "owner": owner_id,
+            "name": new.name,
+            "currency": new.currency,
+            "fee": new.shipping_fee,
+            "confirmation": new.confirmation,
+        },
     )
     row = await cur.fetchone()
     assert row is not None
@@ -58,6 +65,7 @@ async def update_agent(
         " name = coalesce(%(name)s, name),"
         " currency = coalesce(%(currency)s, currency),"
         " shipping_fee = coalesce(%(fee)s, shipping_fee),"
+        " confirmation = coalesce(%(confirmation)s, confirmation),"
         " updated_at = now()"
         " where id = %(id)s and (%(owner)s::uuid is null or owner_id = %(owner)s)"
         " returning " + _COLUMNS,
@@ -67,6 +75,7 @@ async def update_agent(
             "name": change.name,
             "currency": change.currency,
             "fee": change.shipping_fee,
+            "confirmation": change.confirmation,
         },
     )
     row = await cur.fetchone()

@@ -144,7 +144,8 @@ async def offer(
     """The agent and those of its products with these skus (active or not), in one query."""
     cur = await conn.execute(
         "select a.owner_id as agent_owner_id, a.name as agent_name, a.currency as agent_currency,"
-        " a.shipping_fee as agent_shipping_fee, a.created_at as agent_created_at,"
+        " a.shipping_fee as agent_shipping_fee, a.confirmation as agent_confirmation,"
+        " a.created_at as agent_created_at,"
         " a.updated_at as agent_updated_at, " + _JOINED + " from agent_orders.agents a"
         " left join agent_orders.products p on p.agent_id = a.id and p.sku = any(%(skus)s)"
         " where a.id = %(agent)s",
@@ -160,6 +161,7 @@ async def offer(
         name=first["agent_name"],
         currency=first["agent_currency"],
         shipping_fee=first["agent_shipping_fee"],
+        confirmation=first["agent_confirmation"],
         created_at=first["agent_created_at"],
         updated_at=first["agent_updated_at"],
     )

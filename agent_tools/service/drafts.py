@@ -1,15 +1,23 @@
 """Drafts: an order or cancellation the agent proposed, carried out only on the customer's yes.
 
 A draft belongs to one agent and one conversation and remembers the customer turn in which it
-was made. Confirming it is accepted only in a later turn and before it expires, and is
-idempotent: the draft row is locked, and once it has an order that order is returned again.
+was made. The customer's yes reaches the server one of three ways (`Consent`): a later
+customer turn counted by the host, an approval the host's own UI asked the human for (MCP
+elicitation, an Agents SDK approval), or the draft's trusted confirmation page. The agent's
+`confirmation` setting says which of them count (`ACCEPTED`, the one place of that rule).
+Confirming is accepted only before the draft expires, and is idempotent: the draft row is
+locked, and once it has an order that order is returned again.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import secrets
 from datetime import datetime, timedelta
 from decimal import Decimal
+from enum import StrEnum
 from typing import Any, Literal
 from uuid import UUID
 
@@ -18,17 +26,39 @@ from pydantic import BaseModel
 
 from agent_tools.db import Conn
 from agent_tools.errors import NotFound, OrderError, parse
-from agent_tools.models import LineItem, NewOrder, Order, Provenance
+from agent_tools.models import Actor, ConfirmationMode, LineItem, NewOrder, Order, Provenance
 from agent_tools.service import catalog, orders
 
 _COLUMNS = (
     "id, kind, agent_id, conversation_id, turn, payload, order_id, created_at, expires_at,"
-    " confirmed_at"
+    " confirmed_at, (select a.confirmation from agent_orders.agents a"
+    " where a.id = drafts.agent_id) as confirmation"
 )
 
 
+class Consent(StrEnum):
+    """How the customer's yes reached the server."""
+
+    turn = "turn"
+    """A customer message after the draft's, counted by the host (`ToolContext.turn`)."""
+    approval = "approval"
+    """The host's own UI asked the human about this draft and they accepted."""
+    page = "page"
+    """The customer pressed "Place order" on the draft's confirmation page."""
+
+
+ACCEPTED: dict[ConfirmationMode, frozenset[Consent]] = {
+    ConfirmationMode.turns: frozenset(Consent),
+    ConfirmationMode.elicitation: frozenset({Consent.approval, Consent.page}),
+    ConfirmationMode.page: frozenset({Consent.page}),
+}
+"""Which ways of saying yes each setting accepts. The page counts everywhere: it is the
+customer's own click in a page the store serves; a counted turn only where the store trusts
+its host to count them."""
+
+
 class ConfirmationRequired(OrderError):
-    """The customer has not spoken since the draft was made."""
+    """The customer's yes has not reached the server in a way the store accepts."""
 
     code = "confirmation_required"
     status = 409
@@ -57,6 +87,8 @@ class Draft(BaseModel):
     created_at: datetime
     expires_at: datetime
     confirmed_at: datetime | None
+    confirmation: ConfirmationMode
+    """The agent's setting: which ways of saying yes count for this draft."""
 
 
 class Quote(BaseModel):
@@ -74,6 +106,17 @@ class Confirmation(BaseModel):
     order: Order
     repeated: bool
     """True when the draft had already been confirmed: the same order, nothing new written."""
+
+
+def confirm_token(key: bytes, draft_id: str) -> str:
+    """The token of the draft's confirmation page: 192 bits of HMAC over its id, so the same
+    draft returned again carries the same link, and only its digest is stored."""
+    mac = hmac.new(key, f"confirm:{draft_id}".encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(mac[:24]).decode()
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
 
 
 async def quote(conn: Conn, new: NewOrder) -> Quote:
@@ -137,6 +180,7 @@ async def _insert(
     payload: dict[str, Any],
     order_id: UUID | None,
     ttl_seconds: int,
+    key: bytes,
     replace_open: bool = False,
 ) -> Draft:
     """A new draft; with `replace_open`, the conversation's open drafts of this kind expire in
@@ -148,13 +192,15 @@ async def _insert(
         if replace_open
         else ""
     )
+    draft_id = "drf_" + secrets.token_hex(8)
     cur = await conn.execute(
         replace + "insert into agent_orders.drafts"
-        " (id, kind, agent_id, conversation_id, turn, payload, order_id, expires_at)"
-        " values (%(id)s, %(kind)s, %(agent)s, %(conv)s, %(turn)s, %(payload)s, %(order)s,"
-        " now() + %(ttl)s) returning " + _COLUMNS,
+        " (id, kind, agent_id, conversation_id, turn, payload, order_id, expires_at,"
+        " confirm_digest) values (%(id)s, %(kind)s, %(agent)s, %(conv)s, %(turn)s,"
+        " %(payload)s, %(order)s, now() + %(ttl)s, %(digest)s) returning " + _COLUMNS,
         {
-            "id": "drf_" + secrets.token_hex(8),
+            "id": draft_id,
+            "digest": _digest(confirm_token(key, draft_id)),
             "kind": kind,
             "agent": agent_id,
             "conv": conversation_id,
@@ -176,6 +222,7 @@ async def draft_order(
     conversation_id: str,
     turn: int,
     ttl_seconds: int,
+    key: bytes,
 ) -> tuple[Draft, Quote]:
     """Price an order and keep it as a draft; no order, no stock taken.
 
@@ -199,6 +246,7 @@ async def draft_order(
             payload={"order": order_json, "quote": priced.model_dump(mode="json")},
             order_id=None,
             ttl_seconds=ttl_seconds,
+            key=key,
             replace_open=True,
         )
     return draft, priced
@@ -212,6 +260,7 @@ async def draft_cancel(
     conversation_id: str,
     turn: int,
     ttl_seconds: int,
+    key: bytes,
 ) -> Draft:
     """Propose cancelling `order`; an open cancellation draft for it is returned again."""
     async with conn.transaction():
@@ -228,6 +277,7 @@ async def draft_cancel(
             payload={"reason": reason},
             order_id=order.id,
             ttl_seconds=ttl_seconds,
+            key=key,
         )
 
 
@@ -242,6 +292,35 @@ async def find(conn: Conn, draft_id: str, *, agent_id: UUID, conversation_id: st
     return Draft.model_validate(row) if row else None
 
 
+_REFUSALS: dict[ConfirmationMode, tuple[str, str]] = {
+    ConfirmationMode.turns: (
+        "the customer has not answered this draft yet",
+        "read the summary to the customer, ask for an explicit yes, and call confirm_order"
+        " only after they reply (or give them the confirmation link)",
+    ),
+    ConfirmationMode.elicitation: (
+        "this store takes the customer's yes in their app or on the confirmation page",
+        "this client cannot ask the customer itself: give them the confirmation link",
+    ),
+    ConfirmationMode.page: (
+        "this store takes the customer's yes on its confirmation page only",
+        "give the customer the confirmation link; call confirm_order later to see whether"
+        " they placed it",
+    ),
+}
+
+
+async def _locked(conn: Conn, where: str, params: dict[str, Any]) -> tuple[Draft, bool] | None:
+    """The draft matching `where`, locked for this transaction, and whether it expired."""
+    cur = await conn.execute(
+        "select " + _COLUMNS + ", expires_at <= now() as expired from agent_orders.drafts"
+        " where " + where + " for update",
+        params,
+    )
+    row = await cur.fetchone()
+    return (Draft.model_validate(row), bool(row["expired"])) if row else None
+
+
 async def confirm(
     conn: Conn,
     draft_id: str,
@@ -250,63 +329,103 @@ async def confirm(
     conversation_id: str,
     turn: int,
     by: Provenance,
+    approved: bool = False,
 ) -> Confirmation:
-    """Carry out a draft: create the order, or cancel it. Idempotent under concurrency."""
+    """Carry out a draft for the conversation's agent: create the order, or cancel it.
+
+    `approved`: the host's own UI asked the human about this draft and they accepted. Without
+    it the yes is the host's counted turn. Idempotent under concurrency.
+    """
     async with conn.transaction():
-        cur = await conn.execute(
-            "select " + _COLUMNS + ", expires_at <= now() as expired from agent_orders.drafts"
-            " where id = %(id)s and agent_id = %(agent)s and conversation_id = %(conv)s"
-            " for update",
+        found = await _locked(
+            conn,
+            "id = %(id)s and agent_id = %(agent)s and conversation_id = %(conv)s",
             {"id": draft_id, "agent": agent_id, "conv": conversation_id},
         )
-        row = await cur.fetchone()
-        if row is None:
+        if found is None:
             raise NotFound(
                 f"no draft {draft_id!r} in this conversation",
                 hint="use the draft_id returned by place_order or cancel_order",
             )
-        draft = Draft.model_validate(row)
-        if draft.confirmed_at is not None and draft.order_id is not None:
-            order = await orders.get_order(conn, draft.order_id, agent_id=agent_id)
-            return Confirmation(draft=draft, order=order, repeated=True)
-        if turn <= draft.turn:
-            raise ConfirmationRequired(
-                "the customer has not answered this draft yet",
-                hint="read the summary to the customer, ask for an explicit yes,"
-                " and call confirm_order only after they reply",
-            )
-        if row["expired"]:
-            raise DraftExpired(
-                f"draft {draft_id} expired or was replaced by a newer draft",
-                hint="confirm the latest draft_id, or draft it again and read it back",
-            )
-        if draft.kind == "order":
-            new = parse(NewOrder, draft.payload["order"])
-            order = await orders.insert_order(conn, new, by=by)
-            quoted = Decimal(draft.payload["quote"]["total"])
-            if order.total != quoted:
-                # Raising rolls the whole transaction back: no order, stock untouched.
-                raise PriceChanged(
-                    f"prices changed since the draft: total is now {order.total}"
-                    f" {order.currency}, not {quoted}",
-                    hint="call place_order again and read the new total to the customer",
-                )
-        else:
-            assert draft.order_id is not None
-            order = await orders.cancel_order(
-                conn,
-                draft.order_id,
-                reason=draft.payload.get("reason"),
-                by=by,
-                agent_id=agent_id,
-            )
-        cur = await conn.execute(
-            "update agent_orders.drafts set order_id = %(order)s, confirmed_at = now()"
-            " where id = %(id)s returning " + _COLUMNS,
-            {"order": order.id, "id": draft.id},
+        draft, expired = found
+        consent = Consent.approval if approved else Consent.turn if turn > draft.turn else None
+        return await _carry_out(conn, draft, expired, consent, by)
+
+
+async def confirm_on_page(conn: Conn, token: str) -> Confirmation:
+    """Carry out the draft whose confirmation page this is: the customer pressed its button.
+
+    A second press, or a replay of the token, returns the same order and writes nothing.
+    """
+    async with conn.transaction():
+        found = await _locked(conn, "confirm_digest = %(digest)s", {"digest": _digest(token)})
+        if found is None:
+            raise NotFound("no such confirmation page", hint="ask the agent for a new link")
+        draft, expired = found
+        by = Provenance(actor=Actor.customer, conversation_id=draft.conversation_id)
+        return await _carry_out(conn, draft, expired, Consent.page, by)
+
+
+async def find_by_token(conn: Conn, token: str) -> tuple[Draft, bool, Order | None]:
+    """The draft behind a confirmation page, whether it expired, and its order once it has one
+    (the placed order, or the order a cancellation is about)."""
+    cur = await conn.execute(
+        "select " + _COLUMNS + ", expires_at <= now() as expired from agent_orders.drafts"
+        " where confirm_digest = %(digest)s",
+        {"digest": _digest(token)},
+    )
+    row = await cur.fetchone()
+    if row is None:
+        raise NotFound("no such confirmation page", hint="ask the agent for a new link")
+    draft = Draft.model_validate(row)
+    order = None
+    if draft.order_id is not None:
+        order = await orders.get_order(conn, draft.order_id, agent_id=draft.agent_id)
+    return draft, bool(row["expired"]), order
+
+
+async def _carry_out(
+    conn: Conn, draft: Draft, expired: bool, consent: Consent | None, by: Provenance
+) -> Confirmation:
+    """The one path from a locked draft to its effect, whichever way the yes came."""
+    if draft.confirmed_at is not None and draft.order_id is not None:
+        order = await orders.get_order(conn, draft.order_id, agent_id=draft.agent_id)
+        return Confirmation(draft=draft, order=order, repeated=True)
+    if consent is None or consent not in ACCEPTED[draft.confirmation]:
+        message, hint = _REFUSALS[draft.confirmation]
+        raise ConfirmationRequired(message, hint=hint, confirmation=draft.confirmation.value)
+    if expired:
+        raise DraftExpired(
+            f"draft {draft.id} expired or was replaced by a newer draft",
+            hint="confirm the latest draft_id, or draft it again and read it back",
         )
-        updated = await cur.fetchone()
-        assert updated is not None
+    if draft.kind == "order":
+        new = parse(NewOrder, draft.payload["order"])
+        order = await orders.insert_order(conn, new, by=by)
+        quoted = Decimal(draft.payload["quote"]["total"])
+        if order.total != quoted:
+            # Raising rolls the whole transaction back: no order, stock untouched.
+            raise PriceChanged(
+                f"prices changed since the draft: total is now {order.total}"
+                f" {order.currency}, not {quoted}",
+                hint="call place_order again and read the new total to the customer",
+            )
+    else:
+        assert draft.order_id is not None
+        order = await orders.cancel_order(
+            conn,
+            draft.order_id,
+            reason=draft.payload.get("reason"),
+            by=by,
+            agent_id=draft.agent_id,
+        )
+    cur = await conn.execute(
+        "update agent_orders.drafts set order_id = %(order)s, confirmed_at = now()"
+        " where id = %(id)s returning " + _COLUMNS,
+        {"order": order.id, "id": draft.id},
+    )
+    updated = await cur.fetchone()
+    assert updated is not None
     return Confirmation(draft=Draft.model_validate(updated), order=order, repeated=False)
 
 

@@ -24,6 +24,9 @@ class ToolContext:
     """Whether the host checked the email/phone (signed-in user, verified channel)."""
     turn: int = 0
     """Index of the customer's latest message; advance it on every customer message."""
+    approved_draft_id: str | None = None
+    """A draft the human approved in the host's own UI (MCP elicitation, an Agents SDK
+    approval): set by the host for the one `confirm_order` call that follows the approval."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.agent_id, UUID):

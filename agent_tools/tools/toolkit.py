@@ -26,6 +26,8 @@ from agent_tools.errors import (
 )
 from agent_tools.models import Agent
 from agent_tools.service import agents
+from agent_tools.tools import approval
+from agent_tools.tools.approval import PendingDraft
 from agent_tools.tools.context import Invocation, ToolContext
 from agent_tools.tools.handlers import TOOLS, Tool
 
@@ -305,6 +307,12 @@ class Toolkit:
                     "hint": "apologise and offer to try again in a moment",
                 },
             }
+
+    async def pending(self, ctx: ToolContext, draft_id: str) -> PendingDraft | None:
+        """The open draft a host is about to ask the human about itself (MCP elicitation, an
+        Agents SDK approval), with the question to ask; None if there is nothing to ask."""
+        async with self.db.connection() as conn:
+            return await approval.pending(conn, ctx, draft_id[:64])
 
     async def get_agent(self, agent_id: UUID | str) -> Agent:
         """The store behind a context (name, currency, shipping) for the system prompt."""

@@ -4,10 +4,17 @@ from __future__ import annotations
 
 from agent_tools.errors import InvalidTransition, NotFound
 from agent_tools.models import CANCELLABLE, OrderStatus
-from agent_tools.service import drafts, orders
+from agent_tools.service import drafts, orders, tracking
 from agent_tools.tools.args import CancelOrderArgs
 from agent_tools.tools.context import Invocation
-from agent_tools.tools.handlers.common import Result, Tool, brief, order_number, ship_to
+from agent_tools.tools.handlers.common import (
+    Result,
+    Tool,
+    awaiting,
+    brief,
+    order_number,
+    ship_to,
+)
 
 
 async def cancel_order(inv: Invocation, a: CancelOrderArgs) -> Result:
@@ -37,6 +44,7 @@ async def cancel_order(inv: Invocation, a: CancelOrderArgs) -> Result:
             "or never arrives, use report_problem",
             current=order.status.value,
         )
+    key = await tracking.signing_key(inv.conn, inv.settings)
     draft = await drafts.draft_cancel(
         inv.conn,
         order,
@@ -44,20 +52,15 @@ async def cancel_order(inv: Invocation, a: CancelOrderArgs) -> Result:
         conversation_id=ctx.conversation_id,
         turn=ctx.turn,
         ttl_seconds=inv.settings.draft_ttl_seconds,
+        key=key,
     )
-    return {
-        "draft_id": draft.id,
-        "status": "awaiting_confirmation",
-        "summary": {
-            **brief(order),
-            "ship_to": ship_to(order.shipping_address),
-            "action": "cancel",
-            "reason": a.reason,
-        },
-        "expires_at": draft.expires_at.isoformat(timespec="seconds"),
-        "next": "Ask the customer to confirm the cancellation. "
-        "Call confirm_order with this draft_id only after they reply yes.",
+    summary = {
+        **brief(order),
+        "ship_to": ship_to(order.shipping_address),
+        "action": "cancel",
+        "reason": a.reason,
     }
+    return awaiting(inv, key, draft, summary)
 
 
 TOOLS: tuple[Tool, ...] = (
@@ -68,5 +71,6 @@ TOOLS: tuple[Tool, ...] = (
         CancelOrderArgs,
         cancel_order,
         writes=True,
+        destructive=True,
     ),
 )

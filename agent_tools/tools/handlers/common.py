@@ -12,8 +12,8 @@ from decimal import Decimal
 from typing import Any
 
 from agent_tools.errors import Forbidden, ValidationFailed
-from agent_tools.models import Order
-from agent_tools.service import orders
+from agent_tools.models import ConfirmationMode, Order
+from agent_tools.service import drafts, orders
 from agent_tools.tools.args import Args
 from agent_tools.tools.context import Invocation
 from agent_tools.tools.strict import strict_schema
@@ -31,6 +31,10 @@ class Tool:
     run: Callable[[Invocation, Any], Awaitable[Result]]
     writes: bool = False
     """Whether it can create or change orders (parallel calls are turned off for these)."""
+    destructive: bool = False
+    """Whether it can carry out an irreversible change (place or cancel an order)."""
+    idempotent: bool = False
+    """Whether calling it again with the same arguments changes nothing more."""
     schema: dict[str, Any] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -83,4 +87,35 @@ def brief(order: Order) -> Result:
         "placed": order.created_at.date().isoformat(),
         "items": [f"{ln.quantity} x {ln.name}" for ln in order.line_items],
         "total": money(order.total, order.currency),
+    }
+
+
+_NEXT: dict[ConfirmationMode, str] = {
+    ConfirmationMode.turns: "Read this summary to the customer and ask for an explicit yes. "
+    "Call confirm_order with this draft_id only after they reply yes. They may also confirm "
+    "themselves at confirm_url.",
+    ConfirmationMode.elicitation: "Read this summary to the customer, then call confirm_order "
+    "with this draft_id: their app asks them to confirm. If it cannot, give them confirm_url.",
+    ConfirmationMode.page: "Read this summary to the customer and give them confirm_url: this "
+    "store takes their yes only there. Do not say it is done until confirm_order reports it.",
+}
+"""What the model does next under each confirmation setting, so it says the right thing."""
+
+
+def confirm_url(inv: Invocation, key: bytes, draft_id: str) -> str:
+    """The draft's trusted confirmation page, which any channel can hand to the customer."""
+    base = inv.settings.public_url.rstrip("/")
+    return f"{base}/confirm/{drafts.confirm_token(key, draft_id)}"
+
+
+def awaiting(inv: Invocation, key: bytes, draft: drafts.Draft, summary: Result) -> Result:
+    """A draft's result: its summary, how this store takes the yes, and the page's link."""
+    return {
+        "draft_id": draft.id,
+        "status": "awaiting_confirmation",
+        "summary": summary,
+        "expires_at": draft.expires_at.isoformat(timespec="seconds"),
+        "confirmation": draft.confirmation.value,
+        "confirm_url": confirm_url(inv, key, draft.id),
+        "next": _NEXT[draft.confirmation],
     }

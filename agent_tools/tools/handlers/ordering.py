@@ -16,7 +16,15 @@ from agent_tools.models import Product
 from agent_tools.service import agents, catalog, drafts, tracking
 from agent_tools.tools.args import ConfirmOrderArgs, Item, PlaceOrderArgs, SearchProductsArgs
 from agent_tools.tools.context import Invocation
-from agent_tools.tools.handlers.common import Result, Tool, brief, money, ship_to
+from agent_tools.tools.handlers.common import (
+    Result,
+    Tool,
+    awaiting,
+    brief,
+    confirm_url,
+    money,
+    ship_to,
+)
 
 ANY_QUANTITY = "any quantity"
 """`available` of a product whose stock the store does not count."""
@@ -135,6 +143,7 @@ async def place_order(inv: Invocation, a: PlaceOrderArgs) -> Result:
         and (email is None or email == ctx.customer_email)
         and (phone is None or phone == ctx.customer_phone)
     )
+    key = await tracking.signing_key(inv.conn, inv.settings)
     try:
         draft, quote = await drafts.draft_order(
             inv.conn,
@@ -151,6 +160,7 @@ async def place_order(inv: Invocation, a: PlaceOrderArgs) -> Result:
             conversation_id=ctx.conversation_id,
             turn=ctx.turn,
             ttl_seconds=inv.settings.draft_ttl_seconds,
+            key=key,
         )
     except OutOfStock:
         lines = await _availability(inv, [(i.sku, i.quantity) for i in a.items])
@@ -166,32 +176,26 @@ async def place_order(inv: Invocation, a: PlaceOrderArgs) -> Result:
         raise
     order = draft.payload["order"]
     cur = quote.currency
-    return {
-        "draft_id": draft.id,
-        "status": "awaiting_confirmation",
-        "summary": {
-            "items": [
-                {
-                    "sku": ln.sku,
-                    "name": ln.name,
-                    "quantity": ln.quantity,
-                    "unit_price": money(ln.unit_price, cur),
-                    "line_total": money(ln.line_total, cur),
-                }
-                for ln in quote.lines
-            ],
-            "subtotal": money(quote.subtotal, cur),
-            "shipping": money(quote.shipping_fee, cur),
-            "total": money(quote.total, cur),
-            "customer": {k: v for k, v in order["customer"].items() if v},
-            "ship_to": ship_to(order["shipping_address"]),
-            "payment_method": order["payment_method"],
-            "customer_notes": order["customer_notes"],
-        },
-        "expires_at": draft.expires_at.isoformat(timespec="seconds"),
-        "next": "Read this summary to the customer and ask for an explicit yes. "
-        "Call confirm_order with this draft_id only after they reply yes.",
+    summary: Result = {
+        "items": [
+            {
+                "sku": ln.sku,
+                "name": ln.name,
+                "quantity": ln.quantity,
+                "unit_price": money(ln.unit_price, cur),
+                "line_total": money(ln.line_total, cur),
+            }
+            for ln in quote.lines
+        ],
+        "subtotal": money(quote.subtotal, cur),
+        "shipping": money(quote.shipping_fee, cur),
+        "total": money(quote.total, cur),
+        "customer": {k: v for k, v in order["customer"].items() if v},
+        "ship_to": ship_to(order["shipping_address"]),
+        "payment_method": order["payment_method"],
+        "customer_notes": order["customer_notes"],
     }
+    return awaiting(inv, key, draft, summary)
 
 
 async def _not_done(inv: Invocation, draft_id: str, exc: OrderError) -> OrderError:
@@ -236,6 +240,7 @@ async def _not_done(inv: Invocation, draft_id: str, exc: OrderError) -> OrderErr
 
 async def confirm_order(inv: Invocation, a: ConfirmOrderArgs) -> Result:
     ctx = inv.ctx
+    key = await tracking.signing_key(inv.conn, inv.settings)
     try:
         done = await drafts.confirm(
             inv.conn,
@@ -244,14 +249,19 @@ async def confirm_order(inv: Invocation, a: ConfirmOrderArgs) -> Result:
             conversation_id=ctx.conversation_id,
             turn=ctx.turn,
             by=inv.by,
+            approved=ctx.approved_draft_id == a.draft_id,
         )
-    except (drafts.ConfirmationRequired, drafts.DraftExpired, NotFound) as exc:
-        exc.details["draft_usable"] = isinstance(exc, drafts.ConfirmationRequired)
+    except drafts.ConfirmationRequired as exc:
+        exc.details["draft_usable"] = True
+        # The page works under every setting: the one way forward any channel can offer.
+        exc.details["confirm_url"] = confirm_url(inv, key, a.draft_id)
+        raise
+    except (drafts.DraftExpired, NotFound) as exc:
+        exc.details["draft_usable"] = False
         raise
     except (OutOfStock, UnknownSku, drafts.PriceChanged, InvalidTransition) as exc:
         raise await _not_done(inv, a.draft_id, exc) from None
     order = done.order
-    key = await tracking.signing_key(inv.conn, inv.settings)
     result: Result = {
         "order": {**brief(order), "tracking_url": tracking.tracking_url(key, order, inv.settings)},
         "already_confirmed": done.repeated,
@@ -305,5 +315,7 @@ TOOLS: tuple[Tool, ...] = (
         ConfirmOrderArgs,
         confirm_order,
         writes=True,
+        destructive=True,
+        idempotent=True,
     ),
 )
