@@ -132,5 +132,7 @@ def create_app(*, database: Database | None = None, settings: ApiSettings | None
     for router in ROUTERS:
         app.include_router(router)
     # The MCP server (streamable HTTP, stateless): authenticated by session tokens.
-    app.router.routes.append(Route("/mcp", mcp_route))
+    # First in the table: matching walks the routes in order, and every router before it
+    # would cost each MCP request time.
+    app.router.routes.insert(0, Route("/mcp", mcp_route))
     return app

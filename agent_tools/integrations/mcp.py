@@ -13,11 +13,13 @@ client can ask: the SDK's resolver sends the question (a server-to-client reques
 refusal, which points to the confirmation page.
 """
 
+import functools
 import hashlib
 import hmac
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from mcp.server.elicitation import AcceptedElicitation, ElicitationResult
@@ -239,6 +241,9 @@ class HttpEndpoint:
             transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
         )
         self.session_manager = self.server.session_manager
+        self._decoded = functools.lru_cache(maxsize=256)(
+            lambda token: sessions.decode(self.session_key, token)
+        )
 
     @classmethod
     async def open(cls, toolkit: Toolkit) -> "HttpEndpoint":
@@ -247,7 +252,12 @@ class HttpEndpoint:
         return cls(toolkit, key)
 
     def session(self, token: str) -> sessions.Session:
-        return sessions.decode(self.session_key, token)
+        """The token's session; checked twice per call (before the SDK, then for the
+        identity), so a few recent ones are remembered, their expiry checked on every use."""
+        session = self._decoded(token)
+        if session.expires_at <= datetime.now(UTC):
+            raise sessions.InvalidSession("the session token expired")
+        return session
 
     async def identity(self, ctx: Context) -> ToolContext:
         headers = ctx.headers
