@@ -1,4 +1,4 @@
-"""The `agent-orders` command: migrate, demo, walkthrough, run, serve, chat, mcp."""
+"""The `agent-orders` command: migrate, demo, walkthrough, run, serve, worker, chat, mcp."""
 
 from __future__ import annotations
 
@@ -170,6 +170,23 @@ async def _mcp(
     return 0
 
 
+async def _worker() -> None:
+    """Deliver webhooks and customer emails until SIGTERM or Ctrl-C, then hand back what is
+    in flight."""
+    from agent_tools.delivery.worker import Deliverer
+
+    db = await Database.open()
+    try:
+        deliverer = Deliverer(db)
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, deliverer.stop)
+        print(f"agent-orders worker {deliverer.name}: delivering", flush=True)
+        await deliverer.run()
+    finally:
+        await db.close()
+
+
 def _serve(host: str, port: int, workers: int, forwarded_allow_ips: str | None) -> None:
     """Serve the HTTP API (imported here: `agent_tools` itself never imports FastAPI)."""
     import os
@@ -266,6 +283,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             help="proxies trusted to name the client in X-Forwarded-For (comma-separated"
             " addresses or networks; default: none, or $AGENT_ORDERS_FORWARDED_ALLOW_IPS)",
         )
+    sub.add_parser("worker", help="deliver webhooks and customer emails (no HTTP server)")
     chat = sub.add_parser("chat", help="chat in the terminal with a store's agent (OpenAI API)")
     chat.add_argument("--agent", help="agent id (default: the demo store)")
     chat.add_argument("--email", help="bind this verified customer email to the chat")
@@ -291,6 +309,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             _run(args.host, args.port, args.workers, args.forwarded_allow_ips)
         elif args.command == "serve":
             _serve(args.host, args.port, args.workers, args.forwarded_allow_ips)
+        elif args.command == "worker":
+            asyncio.run(_worker())
         elif args.command == "chat":
             return asyncio.run(_chat(args.agent, args.email))
         elif args.command == "mcp":

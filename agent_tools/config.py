@@ -74,6 +74,47 @@ class Settings(BaseSettings):
             )
         return value
 
+    deliver: bool = Field(True, validation_alias="AGENT_ORDERS_DELIVER")
+    """`serve` and `run` deliver webhooks and mail in a background task (off: only
+    `agent-orders worker` processes deliver)."""
+
+    delivery_concurrency: int = Field(
+        32, ge=1, le=1000, validation_alias="AGENT_ORDERS_DELIVERY_CONCURRENCY"
+    )
+    """Deliveries one deliverer has in flight at once."""
+
+    delivery_lease: float = Field(60.0, gt=0, validation_alias="AGENT_ORDERS_DELIVERY_LEASE")
+    """Seconds a claimed delivery stays with its deliverer; after that (a killed process)
+    another one takes it over. Longer than the webhook timeout."""
+
+    delivery_poll: float = Field(1.0, gt=0, validation_alias="AGENT_ORDERS_DELIVERY_POLL")
+    """Seconds between looks for due work when no notification arrives (retries, and
+    databases behind a transaction pooler, where LISTEN is not available)."""
+
+    retry_scale: float = Field(1.0, gt=0, validation_alias="AGENT_ORDERS_RETRY_SCALE")
+    """Multiplies the retry schedule (5 s, 5 min, 30 min ... about 3 days); for tests."""
+
+    webhook_timeout: float = Field(10.0, gt=0, validation_alias="AGENT_ORDERS_WEBHOOK_TIMEOUT")
+    """Seconds per webhook attempt."""
+
+    webhook_allow_private: bool = Field(
+        False, validation_alias="AGENT_ORDERS_WEBHOOK_ALLOW_PRIVATE"
+    )
+    """Allow webhook URLs on loopback, private and link-local addresses (local development
+    and tests). Off: refused at registration and again at every delivery."""
+
+    webhook_disable_after: float = Field(
+        5 * 86400.0, gt=0, validation_alias="AGENT_ORDERS_WEBHOOK_DISABLE_AFTER"
+    )
+    """Seconds of nothing but failures after which an endpoint is disabled."""
+
+    smtp_url: SecretStr | None = None
+    """`smtp://user:pass@host:587` (STARTTLS) or `smtps://...:465` (TLS). Unset: mails are
+    rendered and kept for the dashboard's Mail view, not sent."""
+
+    mail_from: str = Field("orders@localhost", validation_alias="AGENT_ORDERS_MAIL_FROM")
+    """The sender address of customer emails (the store's name is the sender name)."""
+
     def use_prepared_statements(self) -> bool:
         if self.prepared_statements is not None:
             return self.prepared_statements

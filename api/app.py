@@ -15,6 +15,7 @@ from fastapi import APIRouter, FastAPI
 from starlette.routing import Route
 
 from agent_tools.db import Database
+from agent_tools.delivery.worker import Deliverer
 from agent_tools.integrations import mcp
 from agent_tools.service import drafts, idempotency
 from agent_tools.tools import Toolkit
@@ -26,12 +27,15 @@ from api.ratelimit import TrackingLimiter
 from api.routes import (
     agents,
     confirm,
+    events,
     health,
     keys,
+    mail,
     orders,
     problem_reports,
     sessions,
     tracking,
+    webhooks,
 )
 from api.settings import ApiSettings, get_api_settings
 
@@ -45,6 +49,9 @@ ROUTERS: tuple[APIRouter, ...] = (
     agents.router,
     keys.router,
     sessions.router,
+    webhooks.router,
+    events.router,
+    mail.router,
     pages.router,
     docs.router,
     confirm.router,
@@ -105,12 +112,18 @@ def create_app(*, database: Database | None = None, settings: ApiSettings | None
             return
         db = await Database.open(settings.database_url, settings=settings)
         chores = asyncio.create_task(_housekeeping(db, settings.housekeeping_seconds))
+        # Webhooks and customer emails go out from here unless dedicated workers do it.
+        deliverer = Deliverer(db, settings) if settings.deliver else None
+        delivering = asyncio.create_task(deliverer.run()) if deliverer else None
         try:
             app.state.db = db
             async with serve_mcp(db):
                 yield
         finally:
             app.state.db = None
+            if deliverer is not None and delivering is not None:
+                deliverer.stop()
+                await delivering
             chores.cancel()
             with suppress(asyncio.CancelledError):
                 await chores

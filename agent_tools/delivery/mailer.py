@@ -1,0 +1,208 @@
+"""Customer emails: rendered from the package's Jinja2 templates, sent with aiosmtplib.
+
+A mail is rendered once, at its first claim, and kept in `mail_messages` as rendered; its
+`Message-ID` is derived from the event, so a send retried after a crash is recognisable as
+the same message. With no `SMTP_URL` the rendered mail is kept (state `kept`) for the
+dashboard's Mail view instead of being sent.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from email.message import EmailMessage
+from email.utils import format_datetime, formataddr
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import aiosmtplib
+from babel.dates import format_date
+from babel.numbers import format_currency
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from agent_tools.config import Settings
+from agent_tools.db import Conn, Database
+from agent_tools.delivery import retry
+from agent_tools.service import events, tracking
+
+log = logging.getLogger(__name__)
+
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+LOCALE = "en_US"
+SMTP_TIMEOUT = 30.0
+
+SUBJECTS = {
+    "confirmation": "Your order {number} is confirmed",
+    "shipped": "Your order {number} is on its way",
+    "delivered": "Your order {number} was delivered",
+    "cancelled": "Your order {number} is cancelled",
+}
+
+
+def money(amount: str | Decimal, currency: str) -> str:
+    return str(format_currency(Decimal(amount), currency, locale=LOCALE))
+
+
+def day(value: str | date | None) -> str | None:
+    if value is None:
+        return None
+    return str(format_date(date.fromisoformat(str(value)), format="long", locale=LOCALE))
+
+
+_env = Environment(
+    loader=FileSystemLoader(TEMPLATES),
+    autoescape=select_autoescape(["html"]),
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+_env.filters["money"] = money
+_env.filters["day"] = day
+
+
+@dataclass
+class MailJob:
+    id: int
+    to: str
+    sender_name: str
+    subject: str
+    text: str
+    html: str
+    message_id: str
+    attempts: int
+
+
+def render(kind: str, body: dict[str, Any], store: str) -> tuple[str, str, str]:
+    """(subject, text, html) of a `kind` mail about the event `body` (a webhook body)."""
+    order = body["data"]["order"]
+    context = {
+        "kind": kind,
+        "store": store,
+        "order": order,
+        "event": body["data"]["event"],
+        "carrier_url": tracking.carrier_url(order["carrier"], order["tracking_number"]),
+    }
+    subject = SUBJECTS[kind].format(number=order["order_number"])
+    return (
+        subject,
+        _env.get_template("mail.txt").render(context),
+        _env.get_template("mail.html").render(context, subject=subject),
+    )
+
+
+def message_id(event_id: int, kind: str, sender: str) -> str:
+    domain = sender.rpartition("@")[2] or "localhost"
+    return f"<order-event-{event_id}.{kind}@{domain}>"
+
+
+_CLAIM = (
+    "with due as ("
+    " select id from agent_orders.mail_messages"
+    " where state = 'pending' and next_attempt_at <= now()"
+    " and (locked_until is null or locked_until < now())"
+    " order by next_attempt_at, id limit %(n)s for update skip locked"
+    ") update agent_orders.mail_messages m"
+    " set locked_until = now() + make_interval(secs => %(lease)s), locked_by = %(me)s"
+    " from due, agent_orders.outbox x, agent_orders.agents a"
+    " where m.id = due.id and x.event_id = m.event_id and a.id = x.agent_id"
+    " returning m.id, m.event_id, m.kind, m.to_address, m.subject, m.text_body, m.html_body,"
+    " m.message_id, m.attempts, a.name as store"
+)
+
+
+async def claim(conn: Conn, n: int, me: str, settings: Settings) -> list[MailJob]:
+    """Take due mails for a lease; render those never rendered and keep the rendering."""
+    cur = await conn.execute(_CLAIM, {"n": n, "lease": settings.delivery_lease, "me": me})
+    rows = await cur.fetchall()
+    fresh = [r for r in rows if r["subject"] is None]
+    bodies = await events.bodies(conn, [r["event_id"] for r in fresh], settings)
+    for r in fresh:
+        subject, text, html = render(r["kind"], bodies[r["event_id"]], r["store"])
+        r.update(
+            subject=subject,
+            text_body=text,
+            html_body=html,
+            message_id=message_id(r["event_id"], r["kind"], settings.mail_from),
+        )
+        await conn.execute(
+            "update agent_orders.mail_messages set subject = %(subject)s, text_body = %(text)s,"
+            " html_body = %(html)s, message_id = %(mid)s where id = %(id)s",
+            {"id": r["id"], "subject": subject, "text": text, "html": html, "mid": r["message_id"]},
+        )
+    return [
+        MailJob(
+            r["id"],
+            r["to_address"],
+            r["store"],
+            r["subject"],
+            r["text_body"],
+            r["html_body"],
+            r["message_id"],
+            r["attempts"],
+        )
+        for r in rows
+    ]
+
+
+def build(job: MailJob, settings: Settings) -> EmailMessage:
+    msg = EmailMessage()
+    msg["From"] = formataddr((job.sender_name, settings.mail_from))
+    msg["To"] = job.to
+    msg["Subject"] = job.subject
+    msg["Message-ID"] = job.message_id
+    msg["Date"] = format_datetime(datetime.now().astimezone())
+    msg.set_content(job.text)
+    msg.add_alternative(job.html, subtype="html")
+    return msg
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+async def send(message: EmailMessage, smtp_url: str) -> None:
+    """`smtps://` is TLS from the start; `smtp://` upgrades with STARTTLS, which is required
+    except towards a server on this machine."""
+    parts = urlsplit(smtp_url)
+    if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
+        raise ValueError("SMTP_URL must be smtp://host[:port] or smtps://host[:port]")
+    implicit = parts.scheme == "smtps"
+    await aiosmtplib.send(
+        message,
+        hostname=parts.hostname,
+        port=parts.port or (465 if implicit else 587),
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+        use_tls=implicit,
+        start_tls=None if implicit or _loopback(parts.hostname) else True,
+        timeout=SMTP_TIMEOUT,
+    )
+
+
+async def deliver(db: Database, job: MailJob, me: str, settings: Settings) -> None:
+    params: dict[str, Any] = {"id": job.id, "me": me}
+    if settings.smtp_url is None:
+        state, error, delay = "kept", None, 0.0
+    else:
+        try:
+            await send(build(job, settings), settings.smtp_url.get_secret_value())
+            state, error, delay = "sent", None, 0.0
+        except (aiosmtplib.SMTPException, OSError, ValueError) as exc:
+            wait = retry.next_delay(job.attempts + 1, settings.retry_scale)
+            state = "failed" if wait is None else "pending"
+            error, delay = str(exc)[:500], wait or 0.0
+            log.warning("mail %s not sent: %s", job.id, exc)
+    async with db.connection() as conn:
+        await conn.execute(
+            "update agent_orders.mail_messages set state = %(state)s, attempts = attempts + 1,"
+            " last_error = %(error)s, next_attempt_at = now() + make_interval(secs => %(delay)s),"
+            " sent_at = case when %(state)s = 'sent' then now() end,"
+            " locked_until = null, locked_by = null where id = %(id)s and locked_by = %(me)s",
+            {**params, "state": state, "error": error, "delay": delay},
+        )
