@@ -25,7 +25,7 @@ router = APIRouter(prefix="/api/webhooks", tags=["webhooks"], responses=errors(4
 EndpointID = Annotated[UUID, Path(description="The endpoint's id")]
 
 
-@router.post("/", status_code=201, response_model=EndpointWithSecret)
+@router.post("/", status_code=201, response_model=EndpointWithSecret, responses=errors(404, 409))
 async def create_webhook(
     body: EndpointIn,
     owner: OwnerDep,
