@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 from pydantic import BaseModel
@@ -65,3 +66,25 @@ async def get_mail(conn: Conn, owner_id: UUID, mail_id: int) -> MailDetail:
     if row is None:
         raise NotFound(f"no mail {mail_id}")
     return MailDetail.model_validate(row)
+
+
+def mask(address: str) -> str:
+    """`ann@example.com` -> `a***@example.com`: enough for the customer to recognise it."""
+    local, _, domain = address.rpartition("@")
+    return f"{local[:1]}***@{domain}"
+
+
+async def notice(conn: Conn, order_id: UUID, kind: str, *, smtp: bool) -> dict[str, Any]:
+    """Whether the customer gets the `kind` email about this order (queued by the outbox in
+    the transaction that made the change), for the agent to say truthfully."""
+    cur = await conn.execute(
+        "select to_address from agent_orders.mail_messages"
+        " where order_id = %(order)s and kind = %(kind)s order by id desc limit 1",
+        {"order": order_id, "kind": kind},
+    )
+    row = await cur.fetchone()
+    if row is None:
+        return {"will_be_sent": False, "reason": "the order has no email address"}
+    if not smtp:
+        return {"will_be_sent": False, "reason": "this store has no mail server set up yet"}
+    return {"will_be_sent": True, "to": mask(row["to_address"])}

@@ -13,7 +13,7 @@ from typing import Any
 
 from agent_tools.errors import InvalidTransition, NotFound, OrderError, OutOfStock, UnknownSku
 from agent_tools.models import Product
-from agent_tools.service import agents, catalog, drafts, tracking
+from agent_tools.service import agents, catalog, drafts, mail, tracking
 from agent_tools.tools.args import ConfirmOrderArgs, Item, PlaceOrderArgs, SearchProductsArgs
 from agent_tools.tools.context import Invocation
 from agent_tools.tools.handlers.common import (
@@ -266,6 +266,7 @@ async def confirm_order(inv: Invocation, a: ConfirmOrderArgs) -> Result:
         "order": {**brief(order), "tracking_url": tracking.tracking_url(key, order, inv.settings)},
         "already_confirmed": done.repeated,
     }
+    smtp = inv.settings.smtp_url is not None
     if done.draft.kind == "order":
         cur = order.currency
         result["order"] |= {
@@ -282,12 +283,23 @@ async def confirm_order(inv: Invocation, a: ConfirmOrderArgs) -> Result:
             "shipping": money(order.shipping_fee, cur),
             "ship_to": ship_to(order.shipping_address),
         }
+        email = await mail.notice(inv.conn, order.id, "confirmation", smtp=smtp)
+        result["confirmation_email"] = email
         result["next"] = (
             "Tell the customer the order is placed: its number, what was ordered, the total, "
-            "where it ships, and the tracking link."
+            "where it ships, and the tracking link"
+            + (
+                f"; a confirmation email is on its way to {email['to']}."
+                if email["will_be_sent"]
+                else "; no confirmation email will be sent, so ask them to keep the number and the link."
+            )
         )
     else:
-        result["next"] = "Tell the customer the order is cancelled."
+        email = await mail.notice(inv.conn, order.id, "cancelled", smtp=smtp)
+        result["cancellation_email"] = email
+        result["next"] = "Tell the customer the order is cancelled" + (
+            f"; an email confirming it goes to {email['to']}." if email["will_be_sent"] else "."
+        )
     return result
 
 
