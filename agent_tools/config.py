@@ -115,6 +115,12 @@ class Settings(BaseSettings):
     mail_from: str = Field("orders@localhost", validation_alias="AGENT_ORDERS_MAIL_FROM")
     """The sender address of customer emails (the store's name is the sender name)."""
 
+    @field_validator("smtp_url", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # `SMTP_URL=` in an environment file means "no mail server", not a server named "".
+        return None if value == "" else value
+
     def use_prepared_statements(self) -> bool:
         if self.prepared_statements is not None:
             return self.prepared_statements

@@ -20,6 +20,7 @@ from fastapi.templating import Jinja2Templates
 
 from agent_tools.db import Database
 from agent_tools.errors import NotFound
+from agent_tools.service.events import EVENT_TYPES
 from agent_tools.models import OrderStatus
 from agent_tools.service import tracking
 from api.deps import DbDep, get_state, limit_tracking
@@ -212,4 +213,8 @@ async def unlock_tracking_page(request: Request, db: DbDep, order_number: str) -
 @router.get("/dashboard", response_class=HTMLResponse)
 async def read_dashboard(request: Request) -> HTMLResponse:
     """The owner's orders view; signed in by the browser, which holds the token."""
-    return _render(request, "dashboard.html", {"statuses": list(OrderStatus), "carriers": CARRIERS})
+    return _render(
+        request,
+        "dashboard.html",
+        {"statuses": list(OrderStatus), "carriers": CARRIERS, "event_types": EVENT_TYPES},
+    )

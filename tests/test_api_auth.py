@@ -21,7 +21,8 @@ from psycopg_pool import AsyncConnectionPool
 
 from agent_tools.db import Database
 from agent_tools.models import Agent, ProblemKind, Provenance
-from agent_tools.service import api_keys, orders, problems
+from agent_tools.service import api_keys, orders, problems, webhooks
+from agent_tools.service import mail as mails
 from tests.api_support import JWT_SECRET, assert_problem, bearer, client, free_port, make_app, token
 from tests.conftest import OTHER_OWNER, OWNER, order_data
 
@@ -266,7 +267,13 @@ class TestTenancy:
             case, _ = await problems.report(
                 conn, order, ProblemKind.other, "typo in the address", by=Provenance()
             )
-        app = make_app(db)
+            hook = await webhooks.create_endpoint(
+                conn, OWNER, {"url": "http://127.0.0.1:9/hooks"}, allow_private=True
+            )
+            delivery = await webhooks.send_test(conn, OWNER, hook.id)
+            [mail] = await mails.list_mail(conn, OWNER)
+        app = make_app(db, webhook_allow_private=True)
+        w, d = hook.id, delivery.id
         o, a = order.id, store.id
         new_order = {**order_data(store), "agent_id": str(a)}
         attempts: list[tuple[str, str, dict[str, Any], int]] = [
@@ -294,6 +301,18 @@ class TestTenancy:
             ("DELETE", f"/api/api-keys/{mine.id}", {}, 404),
             ("GET", "/api/problems/", {}, 200),
             ("POST", f"/api/problems/{case.id}/resolve", {"json": {"note": "theirs"}}, 404),
+            ("GET", "/api/webhooks/", {}, 200),
+            ("POST", "/api/webhooks/", {"json": {"url": "http://127.0.0.1:9/theirs"}}, 201),
+            ("GET", f"/api/webhooks/{w}", {}, 404),
+            ("PATCH", f"/api/webhooks/{w}", {"json": {"enabled": False}}, 404),
+            ("DELETE", f"/api/webhooks/{w}", {}, 404),
+            ("POST", f"/api/webhooks/{w}/rotate-secret", {}, 404),
+            ("GET", f"/api/webhooks/{w}/deliveries", {}, 404),
+            ("POST", f"/api/webhooks/{w}/deliveries/{d}/redeliver", {}, 404),
+            ("POST", f"/api/webhooks/{w}/test", {}, 404),
+            ("GET", "/api/events/", {}, 200),
+            ("GET", "/api/mail/", {}, 200),
+            ("GET", f"/api/mail/{mail.id}", {}, 404),
         ]
         owner_routes = {
             (method.upper(), path)
@@ -314,6 +333,8 @@ class TestTenancy:
                     assert r.json()["total_orders"] == 0
                 elif method == "GET" and path == "/api/orders/":
                     assert r.json()["orders"] == []
+                elif method == "GET" and path == "/api/events/":
+                    assert r.json()["events"] == []
                 elif method == "GET":
                     assert r.json() == []
 
@@ -327,6 +348,8 @@ class TestTenancy:
             ] == "5.00"
             keys = (await api.get("/api/api-keys/", headers=headers)).json()
             assert [k["revoked_at"] for k in keys] == [None]
+            hooks = (await api.get("/api/webhooks/", headers=headers)).json()
+            assert [(h["id"], h["enabled"]) for h in hooks] == [(str(w), True)]
             assert len((await api.get("/api/orders/", headers=headers)).json()["orders"]) == 1
 
 
@@ -338,6 +361,9 @@ def _template(path: str) -> str:
         "agents": "{agent_id}",
         "api-keys": "{key_id}",
         "problems": "{problem_id}",
+        "webhooks": "{endpoint_id}",
+        "deliveries": "{delivery_id}",
+        "mail": "{mail_id}",
     }
     for i in range(3, len(parts)):
         if parts[i] and parts[i - 1] in names and parts[i] not in ("stats",):

@@ -100,6 +100,7 @@
     $("app").hidden = false;
     show($("signin-error"), "");
     $("app").querySelector("h1").focus();
+    loadExtras();
   }
 
   // ---- stats and chart -------------------------------------------------------------
@@ -363,6 +364,125 @@
     loadStats().catch(() => {});
   }
 
+
+  // ---- webhooks ----------------------------------------------------------------------
+
+  async function loadWebhooks() {
+    const endpoints = await api("/api/webhooks/");
+    const rows = endpoints.map((w) =>
+      el("tr", { "data-endpoint": w.id },
+        el("th", { scope: "row", class: "wrap" }, w.url,
+          w.description ? el("span", { class: "muted block" }, w.description) : null),
+        el("td", {}, w.event_types.length ? w.event_types.join(", ") : "All events"),
+        el("td", {},
+          el("span", { class: "badge " + (w.enabled ? "badge-delivered" : "badge-cancelled") },
+            w.enabled ? "Enabled" : "Disabled"),
+          w.disabled_reason ? el("span", { class: "muted block" }, w.disabled_reason) : null),
+        el("td", {}, el("div", { class: "row wrap-row" },
+          el("button", { type: "button", class: "button small", onclick: () => loadDeliveries(w) },
+            "Deliveries"),
+          el("button", { type: "button", class: "button small", onclick: () => sendTest(w) }, "Send test"),
+          el("button", { type: "button", class: "button small", onclick: () => toggle(w) },
+            w.enabled ? "Disable" : "Enable")))));
+    document.querySelector("#webhook-list tbody").replaceChildren(...rows);
+    $("webhook-empty").hidden = endpoints.length > 0;
+  }
+
+  async function webhookAction(work) {
+    show($("webhook-error"), "");
+    try {
+      await work();
+    } catch (error) {
+      show($("webhook-error"), explain(error));
+    }
+  }
+
+  function toggle(w) {
+    return webhookAction(async () => {
+      await api("/api/webhooks/" + w.id, { method: "PATCH", body: { enabled: !w.enabled } });
+      await loadWebhooks();
+    });
+  }
+
+  function sendTest(w) {
+    return webhookAction(async () => {
+      await api("/api/webhooks/" + w.id + "/test", { method: "POST" });
+      await loadDeliveries(w);
+    });
+  }
+
+  function loadDeliveries(w) {
+    return webhookAction(async () => {
+      const list = await api("/api/webhooks/" + w.id + "/deliveries?limit=20");
+      const rows = list.map((d) =>
+        el("tr", { "data-delivery": d.id },
+          el("td", {}, d.type, el("span", { class: "muted block" }, d.webhook_id)),
+          el("td", {}, el("span", { class: "badge badge-" + (d.state === "succeeded" ? "delivered" : d.state === "failed" ? "cancelled" : "pending") }, label(d.state))),
+          el("td", { class: "num" }, String(d.attempts)),
+          el("td", {}, d.last_status ? "HTTP " + d.last_status : d.last_error || "–"),
+          el("td", {}, el("time", { datetime: d.last_attempt_at || d.created_at },
+            when(d.last_attempt_at || d.created_at)),
+            d.next_attempt_at && d.attempts ? el("span", { class: "muted block" }, "next " + when(d.next_attempt_at)) : null),
+          el("td", {},
+            el("button", { type: "button", class: "button small", onclick: () => redeliver(w, d) }, "Redeliver"))));
+      document.querySelector("#delivery-list tbody").replaceChildren(...rows);
+      $("delivery-empty").hidden = list.length > 0;
+      $("deliveries-heading").textContent = "Recent deliveries to " + w.url;
+      $("deliveries").hidden = false;
+      $("deliveries-heading").focus();
+    });
+  }
+
+  function redeliver(w, d) {
+    return webhookAction(async () => {
+      await api("/api/webhooks/" + w.id + "/deliveries/" + d.id + "/redeliver", { method: "POST" });
+      await loadDeliveries(w);
+    });
+  }
+
+  // ---- mail --------------------------------------------------------------------------
+
+  async function loadMail() {
+    const mails = await api("/api/mail/?limit=50");
+    const rows = mails.map((m) =>
+      el("tr", { "data-mail": m.id },
+        el("th", { scope: "row" },
+          el("button", { type: "button", class: "link", onclick: () => openMail(m.id) },
+            m.subject || "(" + m.kind + " email, being prepared)")),
+        el("td", {}, m.to_address),
+        el("td", {}, el("span", { class: "badge badge-" + (m.state === "sent" ? "delivered" : m.state === "failed" ? "cancelled" : "pending") },
+          m.state === "kept" ? "Kept (no mail server)" : label(m.state))),
+        el("td", {}, el("time", { datetime: m.created_at }, when(m.created_at)))));
+    document.querySelector("#mail-list tbody").replaceChildren(...rows);
+    $("mail-empty").hidden = mails.length > 0;
+  }
+
+  async function openMail(id) {
+    show($("mail-error"), "");
+    let m;
+    try {
+      m = await api("/api/mail/" + encodeURIComponent(id));
+    } catch (error) {
+      show($("mail-error"), explain(error));
+      return;
+    }
+    $("mail-view-heading").textContent = m.subject || "Email";
+    $("mail-facts").replaceChildren(
+      ...fact("To", m.to_address), ...fact("Order", m.order_number),
+      ...fact("State", m.state === "kept" ? "Kept: no mail server is set up" : label(m.state)),
+      ...fact("Message-ID", m.message_id));
+    // A sandboxed frame without scripts: the HTML part shown as the customer would see it.
+    $("mail-frame").srcdoc = m.html_body || "";
+    $("mail-text").textContent = m.text_body || "";
+    if (!$("mail-view").open) $("mail-view").showModal();
+    $("mail-view-heading").focus();
+  }
+
+  function loadExtras() {
+    loadWebhooks().catch((error) => show($("webhook-error"), explain(error)));
+    loadMail().catch((error) => show($("mail-error"), explain(error)));
+  }
+
   // ---- wiring ----------------------------------------------------------------------
 
   $("signin-form").addEventListener("submit", (event) => {
@@ -400,6 +520,20 @@
     if ($("ship-eta").value) change.estimated_delivery = $("ship-eta").value;
     changeStatus(change);
   });
+
+  $("webhook-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const body = { url: $("webhook-url").value.trim() };
+    if ($("webhook-types").value) body.event_types = [$("webhook-types").value];
+    webhookAction(async () => {
+      const created = await api("/api/webhooks/", { method: "POST", body });
+      $("webhook-secret-value").textContent = created.secret;
+      $("webhook-secret").hidden = false;
+      $("webhook-url").value = "";
+      await loadWebhooks();
+    });
+  });
+  $("mail-close").addEventListener("click", () => $("mail-view").close());
 
   const saved = sessionStorage.getItem(TOKEN_KEY);
   if (saved) signIn(saved);
