@@ -33,8 +33,10 @@ class Received:
 class Receiver:
     """Records every POST; answers with the next scripted status (then `default`)."""
 
-    def __init__(self, default: int = 200) -> None:
+    def __init__(self, default: int = 200, delay: float = 0.0) -> None:
         self.default = default
+        self.delay = delay
+        """Seconds each answer takes (so deliveries are in flight when a test kills one)."""
         self.script: list[int] = []
         self.received: list[Received] = []
         self.lock = threading.Lock()
@@ -52,6 +54,8 @@ class Receiver:
                         Received({k.lower(): v for k, v in self.headers.items()}, body)
                     )
                     status = receiver.script.pop(0) if receiver.script else receiver.default
+                if receiver.delay:
+                    time.sleep(receiver.delay)
                 answer = f'{{"status": {status}}}'.encode()
                 self.send_response(status)
                 self.send_header("content-type", "application/json")
@@ -81,8 +85,8 @@ class Receiver:
 
 
 @contextmanager
-def receiver(default: int = 200) -> Iterator[Receiver]:
-    r = Receiver(default)
+def receiver(default: int = 200, delay: float = 0.0) -> Iterator[Receiver]:
+    r = Receiver(default, delay)
     thread = threading.Thread(target=r.server.serve_forever, daemon=True)
     thread.start()
     try:
