@@ -64,6 +64,7 @@ def test_dashboard_adds_a_webhook_sends_a_test_and_shows_kept_mail(
     page.get_by_role("button", name="Sign in").click()
 
     # Mail: the demo orders' emails, rendered by the server's deliverer and kept (no SMTP).
+    page.get_by_role("button", name="Mail", exact=True).click()
     mail = page.locator("#mail")
     ann = demo.orders["Ann"].order_number
     subject = f"Your order {ann} is confirmed"
@@ -73,6 +74,7 @@ def test_dashboard_adds_a_webhook_sends_a_test_and_shows_kept_mail(
             break
         page.wait_for_timeout(200)
         page.reload()
+        page.get_by_role("button", name="Mail", exact=True).click()
     expect(ann_row).to_contain_text("Kept (no mail server)")
     expect(ann_row).to_contain_text("ann@example.com")
     mail.get_by_role("button", name=subject).click()
@@ -90,6 +92,8 @@ def test_dashboard_adds_a_webhook_sends_a_test_and_shows_kept_mail(
     expect(dialog).to_be_hidden()
 
     # Webhooks: add an endpoint, see its secret once, send a test, redeliver, disable.
+    page.get_by_role("button", name="Webhooks", exact=True).click()
+    expect(page.locator("#mail")).to_be_hidden()
     hooks = page.locator("#webhooks")
     hooks.get_by_label("Endpoint URL").fill(hook.url)
     hooks.get_by_label("Events").select_option("order.shipped")

@@ -1,6 +1,6 @@
 """Customer emails: rendered from the package's Jinja2 templates, sent with aiosmtplib.
 
-A mail is rendered once, at its first claim, and kept in `mail_messages` as rendered; its
+A mail is rendered once, at its first attempt, and kept in `mail_messages` as rendered; its
 `Message-ID` is derived from the event, so a send retried after a crash is recognisable as
 the same message. With no `SMTP_URL` the rendered mail is kept (state `kept`) for the
 dashboard's Mail view instead of being sent.
@@ -66,12 +66,14 @@ _env.filters["day"] = day
 @dataclass
 class MailJob:
     id: int
+    event_id: int
+    kind: str
     to: str
     sender_name: str
-    subject: str
-    text: str
-    html: str
-    message_id: str
+    subject: str | None
+    text: str | None
+    html: str | None
+    message_id: str | None
     attempts: int
 
 
@@ -114,40 +116,52 @@ _CLAIM = (
 
 
 async def claim(conn: Conn, n: int, me: str, settings: Settings) -> list[MailJob]:
-    """Take due mails for a lease; render those never rendered and keep the rendering."""
+    """Take due mails for a lease (rendering is left to `deliver`, outside this
+    transaction)."""
     cur = await conn.execute(_CLAIM, {"n": n, "lease": settings.delivery_lease, "me": me})
-    rows = await cur.fetchall()
-    fresh = [r for r in rows if r["subject"] is None]
-    bodies = await events.bodies(conn, [r["event_id"] for r in fresh], settings)
-    for r in fresh:
-        subject, text, html = render(r["kind"], bodies[r["event_id"]], r["store"])
-        r.update(
-            subject=subject,
-            text_body=text,
-            html_body=html,
-            message_id=message_id(r["event_id"], r["kind"], settings.mail_from),
-        )
-        await conn.execute(
-            "update agent_orders.mail_messages set subject = %(subject)s, text_body = %(text)s,"
-            " html_body = %(html)s, message_id = %(mid)s where id = %(id)s",
-            {"id": r["id"], "subject": subject, "text": text, "html": html, "mid": r["message_id"]},
-        )
     return [
         MailJob(
-            r["id"],
-            r["to_address"],
-            r["store"],
-            r["subject"],
-            r["text_body"],
-            r["html_body"],
-            r["message_id"],
-            r["attempts"],
+            id=r["id"],
+            event_id=r["event_id"],
+            kind=r["kind"],
+            to=r["to_address"],
+            sender_name=r["store"],
+            subject=r["subject"],
+            text=r["text_body"],
+            html=r["html_body"],
+            message_id=r["message_id"],
+            attempts=r["attempts"],
         )
-        for r in rows
+        for r in await cur.fetchall()
     ]
 
 
+async def _render_once(db: Database, job: MailJob, settings: Settings) -> None:
+    """Render a mail at its first attempt and keep the rendering (and its Message-ID), so
+    every later attempt sends the very same message."""
+    if job.subject is not None:
+        return
+    async with db.connection() as conn:
+        bodies = await events.bodies(conn, [job.event_id], settings)
+        job.subject, job.text, job.html = render(job.kind, bodies[job.event_id], job.sender_name)
+        job.message_id = message_id(job.event_id, job.kind, settings.mail_from)
+        await conn.execute(
+            "update agent_orders.mail_messages set subject = %(subject)s, text_body = %(text)s,"
+            " html_body = %(html)s, message_id = %(mid)s where id = %(id)s",
+            {
+                "id": job.id,
+                "subject": job.subject,
+                "text": job.text,
+                "html": job.html,
+                "mid": job.message_id,
+            },
+        )
+
+
 def build(job: MailJob, settings: Settings) -> EmailMessage:
+    # `_render_once` has filled these in.
+    assert job.subject is not None and job.text is not None and job.html is not None
+    assert job.message_id is not None
     msg = EmailMessage()
     msg["From"] = formataddr((job.sender_name, settings.mail_from))
     msg["To"] = job.to
@@ -186,6 +200,7 @@ async def send(message: EmailMessage, smtp_url: str) -> None:
 
 
 async def deliver(db: Database, job: MailJob, me: str, settings: Settings) -> None:
+    await _render_once(db, job, settings)
     params: dict[str, Any] = {"id": job.id, "me": me}
     if settings.smtp_url is None:
         state, error, delay = "kept", None, 0.0

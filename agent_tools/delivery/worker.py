@@ -18,6 +18,7 @@ import os
 import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import partial
 
 import httpx
 import psycopg
@@ -65,9 +66,13 @@ class Deliverer:
                 self._wake.clear()
                 room = concurrency - len(self._inflight)
                 started = 0
-                if room > 0:
+                # Webhooks first, each kind in its own short transaction, so a claimed
+                # webhook is on its way before the mails are even looked at.
+                for claim in (self._claim_webhooks, self._claim_mails):
+                    if room - started <= 0:
+                        break
                     try:
-                        jobs = await self._claim(room)
+                        jobs = await claim(room - started)
                     except Exception:
                         log.warning("claiming deliveries failed", exc_info=True)
                         jobs = []
@@ -75,9 +80,9 @@ class Deliverer:
                         task = asyncio.create_task(self._guarded(job))
                         self._inflight.add(task)
                         task.add_done_callback(self._finished)
-                    started = len(jobs)
-                    if started == room:
-                        continue  # more may be due right away
+                    started += len(jobs)
+                if room > 0 and started == room:
+                    continue  # more may be due right away
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.settings.delivery_poll)
         finally:
@@ -97,18 +102,18 @@ class Deliverer:
             # The claim runs out and the delivery is tried again by someone.
             log.warning("a delivery failed unexpectedly", exc_info=True)
 
-    async def _claim(self, room: int) -> list[Callable[[], Awaitable[None]]]:
+    async def _claim_webhooks(self, room: int) -> list[Callable[[], Awaitable[None]]]:
         assert self._client is not None
         client, me, s = self._client, self.name, self.settings
         async with self.db.connection() as conn:
             hooks = await webhook.claim(conn, room, me, s)
-            mails = await mailer.claim(conn, room - len(hooks), me, s) if len(hooks) < room else []
-        jobs: list[Callable[[], Awaitable[None]]] = []
-        for h in hooks:
-            jobs.append(lambda h=h: webhook.deliver(self.db, client, h, me, s))  # type: ignore[misc]
-        for m in mails:
-            jobs.append(lambda m=m: mailer.deliver(self.db, m, me, s))  # type: ignore[misc]
-        return jobs
+        return [partial(webhook.deliver, self.db, client, h, me, s) for h in hooks]
+
+    async def _claim_mails(self, room: int) -> list[Callable[[], Awaitable[None]]]:
+        me, s = self.name, self.settings
+        async with self.db.connection() as conn:
+            mails = await mailer.claim(conn, room, me, s)
+        return [partial(mailer.deliver, self.db, m, me, s) for m in mails]
 
     async def _listen(self) -> None:
         """Wake on the outbox trigger's notifications; reconnect after a lost connection."""

@@ -100,7 +100,6 @@
     $("app").hidden = false;
     show($("signin-error"), "");
     $("app").querySelector("h1").focus();
-    loadExtras();
   }
 
   // ---- stats and chart -------------------------------------------------------------
@@ -478,9 +477,22 @@
     $("mail-view-heading").focus();
   }
 
-  function loadExtras() {
-    loadWebhooks().catch((error) => show($("webhook-error"), explain(error)));
-    loadMail().catch((error) => show($("mail-error"), explain(error)));
+  // ---- views ---------------------------------------------------------------------------
+
+  function showView(name) {
+    document.querySelectorAll(".tabs .tab").forEach((tab) => {
+      const active = tab.dataset.view === name;
+      tab.setAttribute("aria-pressed", String(active));
+      $("view-" + tab.dataset.view).hidden = !active;
+    });
+    if (name === "webhooks") {
+      loadWebhooks().catch((error) => show($("webhook-error"), explain(error)));
+      $("webhooks-heading").focus();
+    } else if (name === "mail") {
+      show($("mail-error"), "");
+      loadMail().catch((error) => show($("mail-error"), explain(error)));
+      $("mail-heading").focus();
+    }
   }
 
   // ---- wiring ----------------------------------------------------------------------
@@ -534,6 +546,8 @@
     });
   });
   $("mail-close").addEventListener("click", () => $("mail-view").close());
+  document.querySelectorAll(".tabs .tab").forEach((tab) =>
+    tab.addEventListener("click", () => showView(tab.dataset.view)));
 
   const saved = sessionStorage.getItem(TOKEN_KEY);
   if (saved) signIn(saved);
