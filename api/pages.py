@@ -20,9 +20,9 @@ from fastapi.templating import Jinja2Templates
 
 from agent_tools.db import Database
 from agent_tools.errors import NotFound
-from agent_tools.service.events import EVENT_TYPES
 from agent_tools.models import OrderStatus
 from agent_tools.service import tracking
+from agent_tools.service.events import EVENT_TYPES
 from api.deps import DbDep, get_state, limit_tracking
 from api.problems import ApiError
 from api.ratelimit import RateLimited

@@ -291,7 +291,8 @@ async def confirm_order(inv: Invocation, a: ConfirmOrderArgs) -> Result:
             + (
                 f"; a confirmation email is on its way to {email['to']}."
                 if email["will_be_sent"]
-                else "; no confirmation email will be sent, so ask them to keep the number and the link."
+                else "; no confirmation email will be sent, so ask them to keep the number"
+                " and the link."
             )
         )
     else:
