@@ -116,7 +116,8 @@ async def test_the_confirmation_email_is_sent_over_smtp(
         [link] = set(re.findall(r"http://127\.0\.0\.1:\d+/track/\S+", text))
         assert link.startswith(web.base)
         assert link == placed["tracking_url"]
-        async with httpx.AsyncClient() as http:
+        # (It trades the token for a cookie and lands on the order's page.)
+        async with httpx.AsyncClient(follow_redirects=True) as http:
             page = await http.get(link)
         assert page.status_code == 200
         assert number in page.text and "Ann Lee" in page.text

@@ -74,7 +74,7 @@ def timestamp(at: datetime) -> str:
 
 _ROWS = (
     "select x.event_id, x.type, x.xid::text::bigint as xid, x.order_snapshot::text as snapshot,"
-    " e.kind, e.from_status, e.to_status, e.note, e.actor, e.customer_visible,"
+    " e.kind, e.from_status, e.to_status, e.note, e.actor, e.customer_visible, e.note_visible,"
     " e.conversation_id, e.tool_call_id, e.data, e.created_at"
     " from agent_orders.outbox x join agent_orders.order_events e on e.id = x.event_id"
 )
@@ -85,7 +85,8 @@ async def _history(conn: Conn, rows: list[dict[str, Any]]) -> dict[UUID, list[Or
     orders = list({UUID(str(json.loads(r["snapshot"])["id"])) for r in rows})
     cur = await conn.execute(
         "select id, order_id, kind, from_status, to_status, note, actor, customer_visible,"
-        " conversation_id, tool_call_id, data, created_at from agent_orders.order_events"
+        " note_visible, conversation_id, tool_call_id, data, created_at"
+        " from agent_orders.order_events"
         " where order_id = any(%(orders)s) and id <= %(last)s order by id",
         {"orders": orders, "last": max(r["event_id"] for r in rows)},
     )
@@ -132,6 +133,7 @@ async def _render(
             "note": r["note"],
             "actor": r["actor"],
             "customer_visible": r["customer_visible"],
+            "note_visible": r["note_visible"],
             "data": r["data"],
             "created_at": timestamp(r["created_at"]),
         }
