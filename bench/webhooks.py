@@ -32,7 +32,7 @@ from bench.dataset import make_stores
 from bench.harness import Figure, Result, Target, fresh_database, percentile
 
 REQUIRES = ("agent_tools.delivery.worker", "agent_tools.service.webhooks")
-EVENTS = 2000
+EVENTS = 1000
 ROUNDS = 2
 RATE = 50.0
 STEADY_SECONDS = 20.0
