@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Any
 from uuid import UUID
 
 from fastapi import Request
@@ -23,11 +24,13 @@ async def idempotent(
     *,
     status_code: int = 201,
     secret_fields: tuple[str, ...] = (),
+    restore: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]] | None = None,
 ) -> JSONResponse:
     """`run()` once per key: later calls with the same key and body get the same response.
 
-    `secret_fields` of the response (an API key's secret) are never stored: a replay gets
-    them as null, so the stored record holds nothing that would let anyone sign in.
+    `secret_fields` of the response (an API key's secret, a tracking link's token) are never
+    stored, so the stored record holds nothing that would let anyone sign in or read an
+    order. A replay gets them as null, or as `restore` derives them again from the stored body.
     """
     if key is None:
         return JSONResponse((await run()).model_dump(mode="json"), status_code=status_code)
@@ -36,8 +39,9 @@ async def idempotent(
     )
     stored = await idempotency.claim(conn, owner, key, fingerprint)
     if stored is not None:
+        replayed = stored.body if restore is None else await restore(stored.body)
         return JSONResponse(
-            stored.body, status_code=stored.status_code, headers={"Idempotent-Replayed": "true"}
+            replayed, status_code=stored.status_code, headers={"Idempotent-Replayed": "true"}
         )
     body = (await run()).model_dump(mode="json")
     kept = {**body, **dict.fromkeys(secret_fields)} if secret_fields else body

@@ -169,6 +169,58 @@ class TestSecretsAreNotKept:
         assert replay.json()["key"] is None
         assert replay.json()["id"] == first.json()["id"]
 
+    async def test_an_idempotent_order_keeps_no_tracking_token(
+        self, db: Database, store: Agent
+    ) -> None:
+        async with client(make_app(db)) as api:
+            headers = {**bearer(OWNER), "Idempotency-Key": "order-1"}
+            body = json.loads(json.dumps(order_data(store), default=str))
+            first = await api.post("/api/orders/", json=body, headers=headers)
+            assert first.status_code == 201, first.text
+            link = first.json()["tracking_url"]
+            token = link.split("token=")[1]
+            async with db.connection() as conn:
+                cur = await conn.execute(
+                    "select response::text as r from agent_orders.idempotency_keys"
+                )
+                stored = [row["r"] for row in await cur.fetchall()]
+            assert stored and all(token not in r for r in stored)
+            replay = await api.post("/api/orders/", json=body, headers=headers)
+            assert replay.headers["Idempotent-Replayed"] == "true"
+            assert replay.json()["id"] == first.json()["id"]
+            assert replay.json()["tracking_url"] == link
+            # A replay after the owner revoked the links hands out the new link, not the old.
+            order_id = first.json()["id"]
+            revoked = await api.post(
+                f"/api/orders/{order_id}/tracking-links/revoke", headers=bearer(OWNER)
+            )
+            assert revoked.status_code == 200, revoked.text
+            again = await api.post("/api/orders/", json=body, headers=headers)
+            assert again.json()["tracking_url"] not in ("", link)
+            assert again.json()["tracking_url"] == revoked.json()["tracking_url"]
+
+    async def test_an_idempotent_webhook_creation_keeps_no_signing_secret(
+        self, db: Database
+    ) -> None:
+        async with client(make_app(db, webhook_allow_private=True)) as api:
+            headers = {**bearer(OWNER), "Idempotency-Key": "hook-1"}
+            hook = {"url": "http://127.0.0.1:9/hook"}
+            first = await api.post("/api/webhooks/", json=hook, headers=headers)
+            assert first.status_code == 201, first.text
+            secret = first.json()["secret"]
+            assert secret.startswith("whsec_")
+            async with db.connection() as conn:
+                cur = await conn.execute(
+                    "select response::text as r from agent_orders.idempotency_keys"
+                )
+                stored = [row["r"] for row in await cur.fetchall()]
+            assert stored and all(secret.removeprefix("whsec_") not in r for r in stored)
+            replay = await api.post("/api/webhooks/", json=hook, headers=headers)
+            assert replay.status_code == 201
+            assert replay.headers["Idempotent-Replayed"] == "true"
+            assert replay.json()["id"] == first.json()["id"]
+            assert replay.json()["secret"] is None
+
     async def test_a_revoked_demo_key_stays_revoked(self, db: Database) -> None:
         key = api_keys.derive_token(b"instance secret", "demo")
         async with db.connection() as conn:

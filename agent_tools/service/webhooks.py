@@ -68,8 +68,9 @@ class Endpoint(BaseModel):
 
 
 class EndpointWithSecret(Endpoint):
-    secret: str
-    """The signing secret (`whsec_...`). Shown in this response only: store it."""
+    secret: str | None
+    """The signing secret (`whsec_...`). Shown in this response only: store it. Null when
+    the response is an `Idempotency-Key` replay (the secret is never kept for replays)."""
 
 
 class Delivery(BaseModel):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response
@@ -70,7 +70,22 @@ async def create_order(
         order = await orders.create_order(conn, body, by=BY_OWNER, owner_id=owner)
         return await _detail(conn, order)
 
-    return await idempotent(conn, owner, idempotency_key, request, body, run)
+    async def restore(stored: dict[str, Any]) -> dict[str, Any]:
+        # The link is signed again for the order as it is now: a revoked link stays revoked.
+        order = await orders.get_order(conn, stored["id"], owner_id=owner)
+        link = tracking.tracking_url(await tracking.signing_key(conn), order)
+        return {**stored, "tracking_url": link}
+
+    return await idempotent(
+        conn,
+        owner,
+        idempotency_key,
+        request,
+        body,
+        run,
+        secret_fields=("tracking_url",),
+        restore=restore,
+    )
 
 
 @router.get("/", response_model=OrderPage)

@@ -42,7 +42,10 @@ async def create_webhook(
             conn, owner, body, allow_private=state.settings.webhook_allow_private
         )
 
-    return await idempotent(conn, owner, idempotency_key, request, body, run)
+    # The signing secret is never kept with the idempotency record: a replay shows it as null.
+    return await idempotent(
+        conn, owner, idempotency_key, request, body, run, secret_fields=("secret",)
+    )
 
 
 @router.get("/", response_model=list[Endpoint])
