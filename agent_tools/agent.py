@@ -16,6 +16,7 @@ from openai.types.chat import ChatCompletionMessageFunctionToolCall
 from agent_tools.config import Settings, get_settings
 from agent_tools.prompts import render_prompt
 from agent_tools.tools import ToolContext, Toolkit
+from agent_tools.tools.handlers.common import language_name
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ async def system_prompt(toolkit: Toolkit, ctx: ToolContext) -> str:
         currency=agent.currency,
         shipping_fee=f"{agent.shipping_fee} {agent.currency}",
         tracking_base=toolkit.settings.public_url.rstrip("/"),
+        catalog_language=language_name(agent.language),
     )
 
 

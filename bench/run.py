@@ -28,7 +28,7 @@ if __package__ in (None, ""):  # `python bench/run.py`: import from the checkout
 
 from bench.harness import machine_info, now, postgres_version, server_url
 
-SCENARIOS = ("scale", "create", "dispatch", "tokens", "http", "mcp", "webhooks")
+SCENARIOS = ("scale", "search", "create", "dispatch", "tokens", "http", "mcp", "webhooks")
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from bench.harness import Result, Target, fresh_database
 
 REQUIRES = ("agent_tools.tools", "agent_tools.agent", "tiktoken")
 TARGET_DEFINITIONS = 1500
+TARGET_PROMPT = 800
 
 ADDRESS = {
     "line1": "12 Rue de la République",
@@ -167,12 +168,13 @@ async def run(opts: Any) -> Result:
             prompt = await system_prompt(
                 toolkit, ToolContext(agent_id=agent.id, conversation_id="bench")
             )
-            tokens["system prompt, tokens"] = count(prompt)
+            tokens["system prompt, tokens"] = prompt_tokens = count(prompt)
             for name, value in (await _results(toolkit, agent.id)).items():
                 tokens[f"result {name}, tokens"] = count(value)
             result.targets.append(
                 Target("all tool definitions", total, TARGET_DEFINITIONS, "tokens")
             )
+            result.targets.append(Target("system prompt", prompt_tokens, TARGET_PROMPT, "tokens"))
         finally:
             await db.close()
     return result

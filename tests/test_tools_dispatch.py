@@ -201,12 +201,14 @@ class TestPlaceAndConfirm:
         ctx = context(store)
         first = await toolkit.call(ctx, "place_order", place_args())
         again = await toolkit.call(ctx, "place_order", place_args())
-        assert first["draft_id"] == again["draft_id"]
+        assert first["draft_id"] == again["draft_id"] and "replaces_draft_id" not in again
         other = await toolkit.call(ctx, "place_order", place_args(customer_notes="gift wrap"))
         assert other["draft_id"] != first["draft_id"]
+        assert other["replaces_draft_id"] == first["draft_id"]
         ctx.turn += 1
         err = error(await toolkit.call(ctx, "confirm_order", {"draft_id": first["draft_id"]}))
-        assert err["code"] == "draft_expired"
+        assert err["code"] == "draft_replaced" and err["use_draft_id"] == other["draft_id"]
+        assert other["draft_id"] in err["message"] and other["draft_id"] in err["hint"]
         assert (await toolkit.call(ctx, "confirm_order", {"draft_id": other["draft_id"]}))["ok"]
 
     async def test_drafts_expire(self, db: Database, store: Agent) -> None:
@@ -350,11 +352,15 @@ class TestIdentity:
         args: dict[str, Any] = {"order_number": bobs.order_number.lower(), "email": None}
         redacted = await toolkit.call(ann, "get_order_status", args)
         assert redacted["ok"] and redacted["details"] == "redacted"
+        # It says why, and what would show the rest.
+        assert "only the order number" in redacted["redacted_reason"]
+        assert "email used for this order" in redacted["hint"]
+        assert None not in redacted.values()
         text = json.dumps(redacted).lower()
         for secret in ("bob", "1 main st", "token="):
             assert secret not in text
         wrong = await toolkit.call(ann, "get_order_status", {**args, "email": "ann@example.com"})
-        assert wrong["details"] == "redacted" and "does not match" in wrong["hint"]
+        assert wrong["details"] == "redacted" and "does not match" in wrong["redacted_reason"]
         full = await toolkit.call(ann, "get_order_status", {**args, "email": " Bob@example.com"})
         assert full["details"] == "full"
         assert full["customer"]["name"] == "Bob Stone" and full["total"] == "17.50 USD"

@@ -8,9 +8,18 @@ from enum import StrEnum
 from typing import Annotated
 from uuid import UUID
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StringConstraints
 
 from agent_tools.models.common import Currency, Money, Name, Note, Sku, _In
+
+Language = Annotated[
+    str, StringConstraints(strip_whitespace=True, pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
+]
+"""A BCP 47 language tag in its usual lower-case form: "en", "es", "pt-BR"."""
+Keyword = Annotated[
+    str, StringConstraints(strip_whitespace=True, to_lower=True, min_length=1, max_length=60)
+]
+MAX_KEYWORDS = 20
 
 
 class ConfirmationMode(StrEnum):
@@ -30,6 +39,8 @@ class AgentIn(_In):
     shipping_fee: Money = Decimal("0.00")
     confirmation: ConfirmationMode = ConfirmationMode.turns
     """How the customer's final yes to an order or cancellation reaches the store."""
+    language: Language = "en"
+    """The catalog's language: the model searches in it and reads product names as written."""
 
 
 class AgentSettings(_In):
@@ -37,6 +48,7 @@ class AgentSettings(_In):
     currency: Currency | None = None
     shipping_fee: Money | None = None
     confirmation: ConfirmationMode | None = None
+    language: Language | None = None
 
 
 class Agent(BaseModel):
@@ -46,6 +58,7 @@ class Agent(BaseModel):
     currency: str
     shipping_fee: Decimal
     confirmation: ConfirmationMode
+    language: str = "en"
     created_at: datetime
     updated_at: datetime
 
@@ -58,6 +71,8 @@ class ProductIn(_In):
     stock: Annotated[int, Field(ge=0, le=10_000_000)] | None = None
     """`None`: stock is not tracked."""
     active: bool = True
+    keywords: Annotated[list[Keyword], Field(max_length=MAX_KEYWORDS)] = []
+    """Other words customers use for it (synonyms, other languages); search finds them."""
 
 
 class Product(BaseModel):
@@ -69,5 +84,6 @@ class Product(BaseModel):
     unit_price: Decimal
     stock: int | None
     active: bool
+    keywords: list[str] = []
     created_at: datetime
     updated_at: datetime

@@ -8,14 +8,17 @@ from agent_tools.db import Conn
 from agent_tools.errors import UnknownAgent, parse
 from agent_tools.models import Agent, AgentIn, AgentSettings
 
-_COLUMNS = "id, owner_id, name, currency, shipping_fee, confirmation, created_at, updated_at"
+_COLUMNS = (
+    "id, owner_id, name, currency, shipping_fee, confirmation, language, created_at, updated_at"
+)
 
 
 async def create_agent(conn: Conn, owner_id: UUID, data: AgentIn | dict[str, object]) -> Agent:
     new = parse(AgentIn, data)
     cur = await conn.execute(
-        "insert into agent_orders.agents (owner_id, name, currency, shipping_fee, confirmation)"
-        " values (%(owner)s, %(name)s, %(currency)s, %(fee)s, %(confirmation)s)"
+        "insert into agent_orders.agents"
+        " (owner_id, name, currency, shipping_fee, confirmation, language)"
+        " values (%(owner)s, %(name)s, %(currency)s, %(fee)s, %(confirmation)s, %(language)s)"
         " returning " + _COLUMNS,
         {
             "owner": owner_id,
@@ -23,6 +26,7 @@ async def create_agent(conn: Conn, owner_id: UUID, data: AgentIn | dict[str, obj
             "currency": new.currency,
             "fee": new.shipping_fee,
             "confirmation": new.confirmation,
+            "language": new.language,
         },
     )
     row = await cur.fetchone()
@@ -66,6 +70,7 @@ async def update_agent(
         " currency = coalesce(%(currency)s, currency),"
         " shipping_fee = coalesce(%(fee)s, shipping_fee),"
         " confirmation = coalesce(%(confirmation)s, confirmation),"
+        " language = coalesce(%(language)s, language),"
         " updated_at = now()"
         " where id = %(id)s and (%(owner)s::uuid is null or owner_id = %(owner)s)"
         " returning " + _COLUMNS,
@@ -76,6 +81,7 @@ async def update_agent(
             "currency": change.currency,
             "fee": change.shipping_fee,
             "confirmation": change.confirmation,
+            "language": change.language,
         },
     )
     row = await cur.fetchone()

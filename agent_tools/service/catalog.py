@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from uuid import UUID
+
+from psycopg.types.json import Jsonb
 
 from agent_tools.db import Conn
 from agent_tools.errors import OutOfStock, UnknownAgent, UnknownSku, ValidationFailed, parse
 from agent_tools.models import MAX_QUANTITY, Agent, Product, ProductIn
 from agent_tools.service.agents import get_agent
 
-_COLUMNS = "id, agent_id, sku, name, description, unit_price, stock, active, created_at, updated_at"
+_COLUMNS = (
+    "id, agent_id, sku, name, description, unit_price, stock, active, keywords, created_at,"
+    " updated_at"
+)
 _FIELDS = _COLUMNS.split(", ")
 _JOINED = ", ".join(f"p.{c}" for c in _FIELDS)
 MAX_BATCH = 1000
@@ -36,14 +43,18 @@ async def upsert_products(
     async with conn.transaction():
         cur = await conn.execute(
             "insert into agent_orders.products"
-            " (agent_id, sku, name, description, unit_price, stock, active)"
-            " select %(agent)s, * from unnest("
+            " (agent_id, sku, name, description, unit_price, stock, active, keywords)"
+            " select %(agent)s, u.sku, u.name, u.description, u.price, u.stock, u.active,"
+            "   coalesce((select array_agg(k) from jsonb_array_elements_text(u.keywords) k),"
+            "            '{}')"
+            " from unnest("
             "   %(sku)s::text[], %(name)s::text[], %(description)s::text[],"
-            "   %(price)s::numeric[], %(stock)s::int[], %(active)s::bool[])"
+            "   %(price)s::numeric[], %(stock)s::int[], %(active)s::bool[], %(keywords)s::jsonb[])"
+            "   as u(sku, name, description, price, stock, active, keywords)"
             " on conflict (agent_id, sku) do update set"
             "   name = excluded.name, description = excluded.description,"
             "   unit_price = excluded.unit_price, stock = excluded.stock,"
-            "   active = excluded.active, updated_at = now()"
+            "   active = excluded.active, keywords = excluded.keywords, updated_at = now()"
             " returning " + _COLUMNS,
             {
                 "agent": agent_id,
@@ -53,6 +64,8 @@ async def upsert_products(
                 "price": [p.unit_price for p in items],
                 "stock": [p.stock for p in items],
                 "active": [p.active for p in items],
+                # unnest cannot take a text[][] of ragged rows: each row's list travels as JSON.
+                "keywords": [Jsonb(p.keywords) for p in items],
             },
         )
         rows = await cur.fetchall()
@@ -111,22 +124,123 @@ def like_pattern(text: str) -> str:
     return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
+CANDIDATES = 200
+"""Matching rows read before ranking: a word in thousands of products ("mug") must not make
+one search read them all. Any of them matches every word; the shortest names come first."""
+
+
+@dataclass(frozen=True)
+class Search:
+    products: list[Product]
+    closest: bool = False
+    """Nothing matched every word: these match some of them (typos corrected)."""
+    searched_for: str | None = None
+    """The words searched for after correcting typos against the catalog, if they differ."""
+
+
+def _words(text: str) -> list[str]:
+    return [w for w in re.split(r"[\W_]+", text.lower()) if w][:8]
+
+
+def _conditions(words: list[str]) -> tuple[list[str], dict[str, str]]:
+    """One condition per word. Words of 3+ characters use the trigram index (LIKE); shorter
+    ones give the index no trigram to look up, so they only filter (strpos)."""
+    conds, params = [], {}
+    for i, w in enumerate(words):
+        if len(w) >= 3:
+            conds.append(f"search_text like %(w{i})s")
+            params[f"w{i}"] = like_pattern(w)
+        else:
+            conds.append(f"strpos(search_text, %(w{i})s) > 0")
+            params[f"w{i}"] = w
+    return conds, params
+
+
+def _every_word_sql(words: list[str]) -> tuple[str, dict[str, str]]:
+    conds, params = _conditions(words)
+    return (
+        "select * from (select " + _COLUMNS + " from agent_orders.products"
+        " where agent_id = %(agent)s and active and " + " and ".join(conds) + " limit "
+        f"{CANDIDATES}) c order by length(name), name limit %(limit)s"
+    ), params
+
+
+def _some_words_sql(words: list[str]) -> tuple[str, dict[str, str]]:
+    conds, params = _conditions(words)
+    hits = " + ".join(f"({c})::int" for c in conds)
+    return (
+        "select * from (select " + _COLUMNS + ", " + hits + " as hits"
+        " from agent_orders.products where agent_id = %(agent)s and active"
+        " and (" + " or ".join(conds) + f") limit {CANDIDATES}) c"
+        " order by hits desc, length(name), name limit %(limit)s"
+    ), params
+
+
+async def _run(conn: Conn, sql: str, params: dict[str, object]) -> list[Product]:
+    cur = await conn.execute(sql, params)
+    return [Product.model_validate(r) for r in await cur.fetchall()]
+
+
+async def _corrected(conn: Conn, agent_id: UUID, words: list[str]) -> list[str]:
+    """Each word replaced by the most similar word of the catalog (itself if present; kept if
+    nothing is similar), looked up in the short list of the catalog's words."""
+    cur = await conn.execute(
+        "select q.w, (select pw.word from agent_orders.product_words pw"
+        "   where pw.agent_id = %(agent)s and pw.word %% q.w"
+        "   order by pw.word <-> q.w, pw.word limit 1) as near"
+        " from unnest(%(words)s::text[]) with ordinality as q(w, n) order by q.n",
+        {"agent": agent_id, "words": words},
+    )
+    return [r["near"] or r["w"] for r in await cur.fetchall()]
+
+
 async def search_products(
     conn: Conn, agent_id: UUID, query: str | None, *, limit: int = 10
-) -> list[Product]:
-    """Active products whose sku or name matches `query` (every word), exact sku first."""
+) -> Search:
+    """Active products for `query`, tried in order until something is found: the exact sku;
+    every word in the sku, name or keywords; the same after correcting typos against the
+    catalog's own words; then, as "closest", products with some of the words. No query lists
+    the catalog by name.
+    """
     limit = max(1, min(limit, 50))
-    query = (query or "").replace("\x00", "")[:200]
-    words = query.split()[:8]
-    cur = await conn.execute(
-        "select " + _COLUMNS + " from agent_orders.products"
-        " where agent_id = %(agent)s and active"
-        " and (select bool_and(name ilike w or sku ilike w) from unnest(%(words)s::text[]) w)"
-        "     is not false"
-        " order by (lower(sku) = lower(%(q)s)) desc, name limit %(limit)s",
-        {"agent": agent_id, "words": [like_pattern(w) for w in words], "q": query, "limit": limit},
+    text = " ".join((query or "").replace("\x00", "").split())[:200]
+    words = _words(text)
+    base: dict[str, object] = {"agent": agent_id, "limit": limit}
+    if not words:
+        return Search(
+            await _run(
+                conn,
+                "select " + _COLUMNS + " from agent_orders.products"
+                " where agent_id = %(agent)s and active order by name, sku limit %(limit)s",
+                base,
+            )
+        )
+    exact = await _run(
+        conn,
+        "select " + _COLUMNS + " from agent_orders.products where agent_id = %(agent)s"
+        " and active and sku in (%(sku)s, upper(%(sku)s))",
+        {**base, "sku": text[:64]},
     )
-    return [Product.model_validate(r) for r in await cur.fetchall()]
+    if exact:
+        return Search(exact)
+    sql, params = _every_word_sql(words)
+    found = await _run(conn, sql, {**base, **params})
+    if found:
+        return Search(found)
+    fixed = await _corrected(conn, agent_id, words)
+    searched_for = " ".join(fixed) if fixed != words else None
+    if searched_for:
+        sql, params = _every_word_sql(fixed)
+        found = await _run(conn, sql, {**base, **params})
+        if found:
+            return Search(found, searched_for=searched_for)
+    indexed = [w for w in fixed if len(w) >= 3]
+    if not indexed:
+        return Search([])
+    sql, params = _some_words_sql(indexed)
+    return Search(
+        await _run(conn, sql, {**base, **params}), closest=True, searched_for=searched_for
+    )
 
 
 async def all_skus(conn: Conn, agent_id: UUID) -> list[str]:
@@ -145,6 +259,7 @@ async def offer(
     cur = await conn.execute(
         "select a.owner_id as agent_owner_id, a.name as agent_name, a.currency as agent_currency,"
         " a.shipping_fee as agent_shipping_fee, a.confirmation as agent_confirmation,"
+        " a.language as agent_language,"
         " a.created_at as agent_created_at,"
         " a.updated_at as agent_updated_at, " + _JOINED + " from agent_orders.agents a"
         " left join agent_orders.products p on p.agent_id = a.id and p.sku = any(%(skus)s)"
@@ -162,6 +277,7 @@ async def offer(
         currency=first["agent_currency"],
         shipping_fee=first["agent_shipping_fee"],
         confirmation=first["agent_confirmation"],
+        language=first["agent_language"],
         created_at=first["agent_created_at"],
         updated_at=first["agent_updated_at"],
     )

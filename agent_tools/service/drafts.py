@@ -69,6 +69,13 @@ class DraftExpired(OrderError):
     status = 410
 
 
+class DraftReplaced(OrderError):
+    """A later place_order in the conversation replaced this draft; `use_draft_id` names it."""
+
+    code = "draft_replaced"
+    status = 409
+
+
 class PriceChanged(OrderError):
     """The catalog changed between the draft and the yes: the customer agreed to another total."""
 
@@ -89,6 +96,8 @@ class Draft(BaseModel):
     confirmed_at: datetime | None
     confirmation: ConfirmationMode
     """The agent's setting: which ways of saying yes count for this draft."""
+    replaces: list[str] = []
+    """Open drafts this one expired when it was made (not stored: known only on creation)."""
 
 
 class Quote(BaseModel):
@@ -183,18 +192,20 @@ async def _insert(
     key: bytes,
     replace_open: bool = False,
 ) -> Draft:
-    """A new draft; with `replace_open`, the conversation's open drafts of this kind expire in
-    the same statement (which does not see the new one)."""
-    replace = (
-        "with replaced as (update agent_orders.drafts set expires_at = now()"
-        " where agent_id = %(agent)s and conversation_id = %(conv)s and kind = %(kind)s"
-        " and confirmed_at is null and expires_at > now()) "
-        if replace_open
-        else ""
-    )
+    """A new draft; with `replace_open`, the conversation's open drafts of this kind expire
+    first (the caller holds the conversation's lock) and the new draft names them."""
+    replaced: list[str] = []
+    if replace_open:
+        cur = await conn.execute(
+            "update agent_orders.drafts set expires_at = now()"
+            " where agent_id = %(agent)s and conversation_id = %(conv)s and kind = %(kind)s"
+            " and confirmed_at is null and expires_at > now() returning id",
+            {"agent": agent_id, "conv": conversation_id, "kind": kind},
+        )
+        replaced = [r["id"] for r in await cur.fetchall()]
     draft_id = "drf_" + secrets.token_hex(8)
     cur = await conn.execute(
-        replace + "insert into agent_orders.drafts"
+        "insert into agent_orders.drafts"
         " (id, kind, agent_id, conversation_id, turn, payload, order_id, expires_at,"
         " confirm_digest) values (%(id)s, %(kind)s, %(agent)s, %(conv)s, %(turn)s,"
         " %(payload)s, %(order)s, now() + %(ttl)s, %(digest)s) returning " + _COLUMNS,
@@ -212,7 +223,7 @@ async def _insert(
     )
     row = await cur.fetchone()
     assert row is not None
-    return Draft.model_validate(row)
+    return Draft.model_validate({**row, "replaces": replaced})
 
 
 async def draft_order(
@@ -395,6 +406,14 @@ async def _carry_out(
         message, hint = _REFUSALS[draft.confirmation]
         raise ConfirmationRequired(message, hint=hint, confirmation=draft.confirmation.value)
     if expired:
+        newer = await _open_draft(conn, draft.agent_id, draft.conversation_id, draft.kind)
+        if draft.kind == "order" and newer is not None and newer.created_at > draft.created_at:
+            raise DraftReplaced(
+                f"draft {draft.id} was replaced by the newer draft {newer.id}",
+                hint=f"the latest summary is draft {newer.id}: confirm it only if the"
+                " customer said yes to that summary; otherwise read it back first",
+                use_draft_id=newer.id,
+            )
         raise DraftExpired(
             f"draft {draft.id} expired or was replaced by a newer draft",
             hint="confirm the latest draft_id, or draft it again and read it back",
@@ -427,6 +446,39 @@ async def _carry_out(
     updated = await cur.fetchone()
     assert updated is not None
     return Confirmation(draft=Draft.model_validate(updated), order=order, repeated=False)
+
+
+DUPLICATE_WINDOW = timedelta(minutes=30)
+
+
+async def recent_duplicate(conn: Conn, draft: Draft) -> str | None:
+    """The number of an order this conversation confirmed in the last 30 minutes with the same
+    items and address as `draft`: a stray "yes" must not order the same things twice."""
+    order = draft.payload["order"]
+    cur = await conn.execute(
+        "select o.order_number, o.line_items, o.shipping_address from agent_orders.drafts d"
+        " join agent_orders.orders o on o.id = d.order_id"
+        " where d.agent_id = %(agent)s and d.conversation_id = %(conv)s and d.kind = 'order'"
+        " and d.confirmed_at > now() - %(window)s and o.status <> 'cancelled'"
+        " order by d.confirmed_at desc limit 20",
+        {"agent": draft.agent_id, "conv": draft.conversation_id, "window": DUPLICATE_WINDOW},
+    )
+
+    def items(lines: list[dict[str, Any]]) -> dict[str, int]:
+        total: dict[str, int] = {}
+        for ln in lines:
+            if ln.get("sku"):
+                total[ln["sku"]] = total.get(ln["sku"], 0) + int(ln["quantity"])
+        return total
+
+    wanted = items(order["items"])
+    for row in await cur.fetchall():
+        same_address = {k: v for k, v in row["shipping_address"].items() if v} == {
+            k: v for k, v in order["shipping_address"].items() if v
+        }
+        if same_address and items(row["line_items"]) == wanted:
+            return str(row["order_number"])
+    return None
 
 
 async def purge_expired(conn: Conn, *, keep_days: int = 7, limit: int = 1000) -> int:

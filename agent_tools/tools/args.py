@@ -23,9 +23,9 @@ class Args(BaseModel):
 
 class SearchProductsArgs(Args):
     query: Annotated[str, Field(max_length=200)] | None = Field(
-        description="Words from the product name or sku; null lists the catalog"
+        description="Product words in the catalog's language, or a sku; null lists the catalog"
     )
-    limit: Annotated[int, Field(ge=1, le=20)] | None = Field(description="Default 10")
+    limit: Annotated[int, Field(ge=1, le=20)] | None = Field(description="Default 5")
 
 
 class Item(Args):
@@ -47,7 +47,9 @@ class AddressArgs(Args):
     city: Text
     region: Text | None
     postal_code: Annotated[str, Field(max_length=20)] | None
-    country: Annotated[str, Field(max_length=2)] = Field(description="2-letter code, e.g. US")
+    country: Annotated[str, Field(min_length=2, max_length=60)] = Field(
+        description="Country name or ISO code, e.g. US, Germany, España"
+    )
     recipient_name: Text | None = Field(
         description="Name on the label if not the customer's (a gift); else null"
     )
@@ -69,7 +71,7 @@ class ConfirmOrderArgs(Args):
 class GetOrderStatusArgs(Args):
     order_number: OrderNumber
     email: Annotated[str, Field(max_length=254)] | None = Field(
-        description="Email the customer gave; unlocks their details if it matches"
+        description="Email the customer gave; the number plus the order's email shows its details"
     )
 
 

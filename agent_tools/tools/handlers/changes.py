@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from agent_tools.errors import InvalidTransition, NotFound
-from agent_tools.models import CANCELLABLE, OrderStatus
+from agent_tools.models import CANCELLABLE, Order, OrderStatus
 from agent_tools.service import drafts, orders, tracking
 from agent_tools.tools.args import CancelOrderArgs
 from agent_tools.tools.context import Invocation
@@ -15,6 +15,14 @@ from agent_tools.tools.handlers.common import (
     order_number,
     ship_to,
 )
+
+
+def order_brief(order: Order) -> Result:
+    """The order a cancellation would cancel; its status under its own key, apart from the
+    draft's `status` (awaiting_confirmation)."""
+    out = brief(order)
+    out["order_status"] = out.pop("status")
+    return out
 
 
 async def cancel_order(inv: Invocation, a: CancelOrderArgs) -> Result:
@@ -55,10 +63,14 @@ async def cancel_order(inv: Invocation, a: CancelOrderArgs) -> Result:
         key=key,
     )
     summary = {
-        **brief(order),
-        "ship_to": ship_to(order.shipping_address),
-        "action": "cancel",
-        "reason": a.reason,
+        k: v
+        for k, v in {
+            **order_brief(order),
+            "ship_to": ship_to(order.shipping_address),
+            "action": "cancel",
+            "reason": a.reason,
+        }.items()
+        if v is not None
     }
     return awaiting(inv, key, draft, summary)
 

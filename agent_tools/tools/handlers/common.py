@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+import pycountry
+
 from agent_tools.errors import Forbidden, ValidationFailed
 from agent_tools.models import ConfirmationMode, Order
 from agent_tools.service import drafts, orders
@@ -19,6 +21,9 @@ from agent_tools.tools.context import Invocation
 from agent_tools.tools.strict import strict_schema
 
 Result = dict[str, Any]
+MAX_LIST = 5
+"""The longest list a result reads aloud (timeline entries, an order's items); the rest is
+counted, not listed."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,14 @@ class IdentityRequired(Forbidden):
 
 def money(amount: Decimal, currency: str) -> str:
     return f"{amount.quantize(Decimal('0.01'))} {currency}"
+
+
+def language_name(tag: str) -> str:
+    """ "es" -> "Spanish (es)": how the model is told the catalog's language."""
+    found = pycountry.languages.get(alpha_2=tag.split("-")[0]) or pycountry.languages.get(
+        alpha_3=tag.split("-")[0]
+    )
+    return f"{found.name} ({tag})" if found else tag
 
 
 def order_number(text: str) -> str:
@@ -81,13 +94,16 @@ def ship_to(address: Mapping[str, Any]) -> str:
 
 def brief(order: Order) -> Result:
     """An order in one short object: what a list or a confirmation shows."""
-    return {
+    out: Result = {
         "order_number": order.order_number,
         "status": order.status.value,
         "placed": order.created_at.date().isoformat(),
-        "items": [f"{ln.quantity} x {ln.name}" for ln in order.line_items],
+        "items": [f"{ln.quantity} x {ln.name}" for ln in order.line_items[:MAX_LIST]],
         "total": money(order.total, order.currency),
     }
+    if len(order.line_items) > MAX_LIST:
+        out["more_items"] = len(order.line_items) - MAX_LIST
+    return out
 
 
 _NEXT: dict[ConfirmationMode, str] = {

@@ -13,7 +13,7 @@ from typing import Any
 
 from agent_tools.errors import InvalidTransition, NotFound, OrderError, OutOfStock, UnknownSku
 from agent_tools.models import Product
-from agent_tools.service import agents, catalog, drafts, mail, tracking
+from agent_tools.service import addresses, agents, catalog, drafts, mail, tracking
 from agent_tools.tools.args import ConfirmOrderArgs, Item, PlaceOrderArgs, SearchProductsArgs
 from agent_tools.tools.context import Invocation
 from agent_tools.tools.handlers.common import (
@@ -22,6 +22,7 @@ from agent_tools.tools.handlers.common import (
     awaiting,
     brief,
     confirm_url,
+    language_name,
     money,
     ship_to,
 )
@@ -37,23 +38,38 @@ def available(product: Product | None) -> int | str:
     return ANY_QUANTITY if product.stock is None else product.stock
 
 
+def _product(p: Product, currency: str) -> Result:
+    entry: Result = {
+        "sku": p.sku,
+        "name": p.name,
+        "price": money(p.unit_price, currency),
+        "available": available(p),
+    }
+    if p.description:
+        entry["description"] = p.description[:160]
+    return entry
+
+
 async def search_products(inv: Invocation, a: SearchProductsArgs) -> Result:
     agent = await agents.get_agent(inv.conn, inv.ctx.agent_id)
-    found = await catalog.search_products(inv.conn, agent.id, a.query, limit=a.limit or 10)
-    products = []
-    for p in found:
-        entry: Result = {
-            "sku": p.sku,
-            "name": p.name,
-            "price": money(p.unit_price, agent.currency),
-            "available": available(p),
+    found = await catalog.search_products(inv.conn, agent.id, a.query, limit=a.limit or 5)
+    products = [_product(p, agent.currency) for p in found.products]
+    language = language_name(agent.language)
+    if found.closest and products:
+        return {
+            "products": [],
+            "closest": products,
+            "hint": "nothing matched every word; these come closest. Ask the customer if one"
+            f" of them is what they want, or search again with other words in {language}",
         }
-        if p.description:
-            entry["description"] = p.description[:160]
-        products.append(entry)
     result: Result = {"products": products}
+    if found.searched_for:
+        result["searched_for"] = found.searched_for
     if not products:
-        result["hint"] = "nothing matched; try fewer or other words, or null to list all"
+        result["hint"] = (
+            f"nothing matched; the catalog is in {language}: search again with {language}"
+            " words, fewer words, or query null to list the catalog"
+        )
     return result
 
 
@@ -144,6 +160,7 @@ async def place_order(inv: Invocation, a: PlaceOrderArgs) -> Result:
         and (phone is None or phone == ctx.customer_phone)
     )
     key = await tracking.signing_key(inv.conn, inv.settings)
+    address = addresses.normalise(a.shipping_address.model_dump())
     try:
         draft, quote = await drafts.draft_order(
             inv.conn,
@@ -151,7 +168,7 @@ async def place_order(inv: Invocation, a: PlaceOrderArgs) -> Result:
                 "agent_id": ctx.agent_id,
                 "conversation_id": ctx.conversation_id,
                 "customer": {"name": a.customer.name, "email": email, "phone": phone},
-                "shipping_address": a.shipping_address.model_dump(),
+                "shipping_address": address,
                 "items": [i.model_dump() for i in a.items],
                 "payment_method": a.payment_method,
                 "customer_notes": a.customer_notes,
@@ -195,7 +212,19 @@ async def place_order(inv: Invocation, a: PlaceOrderArgs) -> Result:
         "payment_method": order["payment_method"],
         "customer_notes": order["customer_notes"],
     }
-    return awaiting(inv, key, draft, summary)
+    result = awaiting(inv, key, draft, {k: v for k, v in summary.items() if v is not None})
+    if draft.replaces:
+        result["replaces_draft_id"] = draft.replaces[0]
+        result["next"] += f" Draft {draft.replaces[0]} is replaced and can no longer be confirmed."
+    duplicate = await drafts.recent_duplicate(inv.conn, draft)
+    if duplicate is not None:
+        result["warning"] = {"code": "possible_duplicate", "order_number": duplicate}
+        result["next"] = (
+            f"This repeats order {duplicate}, placed in this chat minutes ago. Ask the customer"
+            " whether they want a second, separate order; confirm this draft only if they say"
+            " so. " + result["next"]
+        )
+    return result
 
 
 async def _not_done(inv: Invocation, draft_id: str, exc: OrderError) -> OrderError:
@@ -256,7 +285,7 @@ async def confirm_order(inv: Invocation, a: ConfirmOrderArgs) -> Result:
         # The page works under every setting: the one way forward any channel can offer.
         exc.details["confirm_url"] = confirm_url(inv, key, a.draft_id)
         raise
-    except (drafts.DraftExpired, NotFound) as exc:
+    except (drafts.DraftExpired, drafts.DraftReplaced, NotFound) as exc:
         exc.details["draft_usable"] = False
         raise
     except (OutOfStock, UnknownSku, drafts.PriceChanged, InvalidTransition) as exc:
@@ -307,15 +336,17 @@ async def confirm_order(inv: Invocation, a: ConfirmOrderArgs) -> Result:
 TOOLS: tuple[Tool, ...] = (
     Tool(
         "search_products",
-        "Search this store's catalog. Returns sku, name, price and the quantity available. "
+        "Search this store's catalog (in the catalog's language). Returns sku, name, price and "
+        "the quantity available; when nothing matches, the closest products and a hint. "
         "Use it to find exact skus before place_order.",
         SearchProductsArgs,
         search_products,
     ),
     Tool(
         "place_order",
-        "Price an order from the catalog and save it as a draft; no order exists yet. "
-        "Returns draft_id and a summary: read it back and ask the customer for a clear yes.",
+        "Price an order from the catalog as a draft (no order yet; replaces the chat's "
+        "earlier draft). Read the summary back and ask for a clear yes. A warning "
+        "possible_duplicate means it was just ordered: ask first.",
         PlaceOrderArgs,
         place_order,
         writes=True,

@@ -10,6 +10,7 @@ from agent_tools.service import orders, problems, tracking
 from agent_tools.tools.args import GetOrderStatusArgs, ListMyOrdersArgs
 from agent_tools.tools.context import Invocation
 from agent_tools.tools.handlers.common import (
+    MAX_LIST,
     IdentityRequired,
     Result,
     Tool,
@@ -36,16 +37,16 @@ async def get_order_status(inv: Invocation, a: GetOrderStatusArgs) -> Result:
     matches = bool(email) and email == order.customer_email
     full = ctx.owns(order) or matches
     view = tracking.build_view(order, events, full=full)
+    timeline = [
+        {"at": e.at.isoformat(timespec="minutes"), "event": e.kind}
+        | ({"status": e.status.value} if e.status else {})
+        | ({"note": e.note} if e.note else {})
+        for e in view.timeline
+    ]
     result: Result = {
         "order_number": view.order_number,
         "status": view.status.value,
-        "timeline": [
-            {"at": e.at.isoformat(timespec="minutes"), "event": e.kind}
-            | ({"status": e.status.value} if e.status else {})
-            | ({"note": e.note} if e.note else {})
-            for e in view.timeline
-        ],
-        "details": "full" if full else "redacted",
+        "timeline": timeline[-MAX_LIST:],
     }
     if view.delivered_at is not None:
         # Delivered means delivered: the time it happened, and no estimate beside it.
@@ -53,19 +54,22 @@ async def get_order_status(inv: Invocation, a: GetOrderStatusArgs) -> Result:
     elif view.status != OrderStatus.cancelled:
         eta = view.estimated_delivery
         result["estimated_delivery"] = eta.isoformat() if eta else None
+    if len(timeline) > MAX_LIST:
+        result["earlier_events"] = len(timeline) - MAX_LIST
     if view.customer is not None:
-        result["items"] = [f"{i.quantity} x {i.name}" for i in view.items or []]
+        items = view.items or []
+        result["items"] = [f"{i.quantity} x {i.name}" for i in items[:MAX_LIST]]
+        if len(items) > MAX_LIST:
+            result["more_items"] = len(items) - MAX_LIST
         result["carrier"] = view.carrier
         result["tracking_number"] = view.tracking_number
         result["carrier_url"] = view.carrier_url
-        result["ships_to"] = ", ".join(x for x in (view.city, view.country) if x)
+        result["ships_to"] = ", ".join(x for x in (view.city, view.country) if x) or None
         c = view.customer
         key = await tracking.signing_key(inv.conn, inv.settings)
+        result["details"] = "full"
         result["customer"] = {
-            "name": c.name,
-            "email": c.email,
-            "phone": c.phone,
-            "address": c.shipping_address,
+            k: v for k, v in {"name": c.name, "email": c.email, "phone": c.phone}.items() if v
         }
         result["ship_to"] = ship_to(c.shipping_address)
         cases = await problems.list_for_order(inv.conn, order.id)
@@ -75,23 +79,30 @@ async def get_order_status(inv: Invocation, a: GetOrderStatusArgs) -> Result:
                     "kind": p.kind.value,
                     "status": p.status.value,
                     "reported_at": p.created_at.isoformat(timespec="minutes"),
-                    "resolution": p.resolution,
                 }
-                for p in cases
+                | ({"resolution": p.resolution} if p.resolution else {})
+                for p in cases[:MAX_LIST]
             ]
         result["total"] = money(c.total, order.currency)
         result["tracking_url"] = tracking.tracking_url(key, order, inv.settings)
-    elif a.email:
-        result["hint"] = (
-            "the email does not match this order, so personal details are withheld; "
-            "ask the customer which email they ordered with"
-        )
     else:
-        result["hint"] = (
-            "items, carrier and address are shown only to the order's customer:"
-            " ask for the email the order was placed with"
-        )
-    return result
+        result["details"] = "redacted"
+        if a.email:
+            result["redacted_reason"] = "the email given does not match the one used for this order"
+            result["hint"] = (
+                "ask the customer to check the email they ordered with; do not share items,"
+                " address or total until the number and that email match"
+            )
+        else:
+            result["redacted_reason"] = (
+                "only the order number was given, and this chat's customer is not known to"
+                " own the order"
+            )
+            result["hint"] = (
+                "status and delivery are shown; ask for the email used for this order to see"
+                " the items, carrier, address and total"
+            )
+    return {k: v for k, v in result.items() if v is not None}
 
 
 async def _has_orders_here(inv: Invocation, filtered: bool) -> bool:
@@ -134,9 +145,9 @@ async def list_my_orders(inv: Invocation, a: ListMyOrdersArgs) -> Result:
 TOOLS: tuple[Tool, ...] = (
     Tool(
         "get_order_status",
-        "Status, timeline, and delivery estimate or time of an order. Items, carrier and "
-        "personal details "
-        "only if the order is this customer's or the email matches.",
+        "Status, timeline, and delivery estimate or time of an order. The order number plus "
+        "the order's email identifies its customer for that one order: only then (or for this "
+        "chat's own orders) are items, carrier, address and total shown.",
         GetOrderStatusArgs,
         get_order_status,
     ),
