@@ -69,6 +69,8 @@ class OrderAgent:
         self.model = model or toolkit.settings.model
         self.max_rounds = max_rounds
         self.messages: list[dict[str, Any]] = [{"role": "system", "content": prompt}]
+        self.usage = {"prompt_tokens": 0, "completion_tokens": 0}
+        """Tokens the endpoint reported for this conversation so far."""
         self.tools = toolkit.openai_tools()
         # Strict mode does not hold for parallel calls, so turn them off while writes are offered.
         self._parallel = False if toolkit.write_tools else omit
@@ -104,6 +106,9 @@ class OrderAgent:
                 tools=cast(Any, self.tools),
                 parallel_tool_calls=self._parallel,
             )
+            if completion.usage is not None:
+                self.usage["prompt_tokens"] += completion.usage.prompt_tokens
+                self.usage["completion_tokens"] += completion.usage.completion_tokens
             message = completion.choices[0].message
             calls = [
                 c

@@ -1,4 +1,4 @@
-"""The `agent-orders` command: migrate, demo, walkthrough, run, serve, worker, chat, mcp."""
+"""The `agent-orders` command: migrate, demo, walkthrough, run, serve, worker, chat, mcp, eval."""
 
 from __future__ import annotations
 
@@ -295,6 +295,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     mcp.add_argument(
         "--verified", action="store_true", help="the email/phone were checked (signed in)"
     )
+    from agent_tools.eval.command import add_arguments
+    from agent_tools.eval.command import run as run_eval
+
+    evaluate = sub.add_parser(
+        "eval", help="run the customer scenarios against a model and report pass^k"
+    )
+    add_arguments(evaluate)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr)
     get_settings()
@@ -317,6 +324,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(
                 _mcp(args.agent, args.conversation, args.email, args.phone, args.verified)
             )
+        elif args.command == "eval":
+            return asyncio.run(run_eval(args))
     except (MigrationError, OrderError) as exc:
         print(f"agent-orders: {exc}", file=sys.stderr)
         return 1

@@ -68,6 +68,11 @@ def latest(req: Request, key: str) -> Any:
 class ScriptedOpenAI:
     def __init__(self) -> None:
         self.turns: deque[Turn] = deque()
+        self.policy: Callable[[Request], dict[str, Any]] | None = None
+        """Answers every request when set (instead of the script): for concurrent chats."""
+        self.usage = (0, 0)
+        """(prompt, completion) tokens reported for each answer."""
+        self._lock = threading.Lock()
         self.requests: list[Request] = []
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -92,11 +97,15 @@ class ScriptedOpenAI:
         self._server.server_close()
 
     def _reply(self, req: Request) -> tuple[int, dict[str, Any]]:
-        self.requests.append(req)
-        if not self.turns:
+        with self._lock:
+            self.requests.append(req)
+            turn = None if self.policy or not self.turns else self.turns.popleft()
+        if self.policy is not None:
+            message = self.policy(req)
+        elif turn is None:
             return 400, {"error": {"message": "the script has no more turns", "type": "test"}}
-        turn = self.turns.popleft()
-        message = turn(req) if callable(turn) else turn
+        else:
+            message = turn(req) if callable(turn) else turn
         finish = "tool_calls" if message.get("tool_calls") else "stop"
         return 200, {
             "id": f"chatcmpl-{len(self.requests)}",
@@ -104,7 +113,11 @@ class ScriptedOpenAI:
             "created": 0,
             "model": req.get("model", "scripted"),
             "choices": [{"index": 0, "message": message, "finish_reason": finish}],
-            "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+            "usage": {
+                "prompt_tokens": self.usage[0],
+                "completion_tokens": self.usage[1],
+                "total_tokens": sum(self.usage),
+            },
         }
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:

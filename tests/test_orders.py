@@ -383,12 +383,12 @@ class TestCatalog:
                 [{"sku": "MUG-BLUE", "name": "Blue mug", "unit_price": "13.00", "stock": 2}],
             )
             assert again[0].unit_price == Decimal("13.00")
-            found = await catalog.search_products(conn, store.id, "mug")
+            found = (await catalog.search_products(conn, store.id, "mug")).products
             assert {p.sku for p in found} == {"MUG-BLUE", "MUG-RED"}
-            assert [p.sku for p in await catalog.search_products(conn, store.id, "mug-red")] == [
-                "MUG-RED"
-            ]
-            assert await catalog.search_products(conn, store.id, "hat") == []  # inactive
+            exact = await catalog.search_products(conn, store.id, "mug-red")
+            assert [p.sku for p in exact.products] == ["MUG-RED"]
+            hat = await catalog.search_products(conn, store.id, "hat")  # inactive
+            assert hat.products == [] and not hat.closest
             assert len(await catalog.list_products(conn, store.id)) == 5
 
     async def test_bad_batch_writes_nothing(self, db: Database, store: Agent) -> None:
