@@ -57,7 +57,6 @@ class TestSearch:
             "sku": "MUG-RED",
             "name": "Red mug",
             "price": "12.50 USD",
-            "in_stock": True,
             "available": 5,
         }
 
@@ -211,6 +210,8 @@ class TestAddresses:
             "region": None,
             "postal_code": "IL 62704",
             "country": "USA",
+            "recipient_name": None,
+            "recipient_phone": None,
         }
         draft = await toolkit.call(ctx, "place_order", place_args(shipping_address=typed))
         assert draft["ok"], draft

@@ -238,9 +238,8 @@ async def search_products(
     if not indexed:
         return Search([])
     sql, params = _some_words_sql(indexed)
-    return Search(
-        await _run(conn, sql, {**base, **params}), closest=True, searched_for=searched_for
-    )
+    near = await _run(conn, sql, {**base, **params})
+    return Search(near, closest=bool(near), searched_for=searched_for)
 
 
 async def all_skus(conn: Conn, agent_id: UUID) -> list[str]:
