@@ -31,6 +31,8 @@ def test_wheel_contains_packages_and_resources(wheel: Path) -> None:
         assert f"agent_tools/_resources/migrations/{name}" in names
     for prompt in (ROOT / "prompts").glob("*.md"):
         assert f"agent_tools/_resources/prompts/{prompt.name}" in names
+    for scenario in (ROOT / "agent_tools" / "eval" / "scenarios").glob("*.yaml"):
+        assert f"agent_tools/eval/scenarios/{scenario.name}" in names
     assert "api/__init__.py" in names
     assert "api/templates/track_order.html" in names
     assert "api/static/style.css" in names
