@@ -29,6 +29,8 @@ ADDRESS = {
     "region": "OR",
     "postal_code": "97201",
     "country": "US",
+    "recipient_name": None,
+    "recipient_phone": None,
 }
 SCENARIOS = {
     "buy.yaml": """

@@ -309,7 +309,8 @@ async def run_trial(
         trial.transcript.append(
             {
                 "tool_calls": [
-                    {"turn": c.turn, "name": c.name, "ok": c.result.get("ok")}
+                    {"turn": c.turn, "name": c.name}
+                    | ({"ok": True} if c.result.get("ok") else {"error": c.result["error"]["code"]})
                     for c in toolkit.calls
                 ]
             }
