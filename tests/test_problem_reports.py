@@ -74,7 +74,6 @@ class TestReportProblem:
                 "kind": "not_received",
                 "status": "open",
                 "reported_at": case["reported_at"],
-                "resolution": None,
             }
         ]
         async with db.connection() as conn:
