@@ -69,11 +69,10 @@ class DraftExpired(OrderError):
     status = 410
 
 
-class DraftReplaced(OrderError):
+class DraftReplaced(DraftExpired):
     """A later place_order in the conversation replaced this draft; `use_draft_id` names it."""
 
     code = "draft_replaced"
-    status = 409
 
 
 class PriceChanged(OrderError):
