@@ -82,7 +82,7 @@ async def run(opts: Any) -> Result:
             queries: dict[str, Any] = {
                 "words (colour + kind)": words,
                 "typos (gren mugg)": lambda: rnd.choice(["gren mugg", "blak capp", "wite bowel"]),
-                "exact sku": lambda: f"MUG-{rnd.randrange(n):06d}",
+                "exact sku": lambda: _product(rnd.randrange(n))[0],
                 "spanish keyword": lambda: rnd.choice(["gorra negra", "taza verde", "bolso rojo"]),
                 "no match -> closest": lambda: rnd.choice(["green kettle", "oak sofa"]),
                 "nothing at all": lambda: "zqxv",
