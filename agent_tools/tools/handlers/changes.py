@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from agent_tools.errors import InvalidTransition, NotFound
+from agent_tools.errors import InvalidTransition
 from agent_tools.models import CANCELLABLE, Order, OrderStatus
-from agent_tools.service import drafts, orders, tracking
+from agent_tools.service import drafts, tracking
 from agent_tools.tools.args import CancelOrderArgs
 from agent_tools.tools.context import Invocation
 from agent_tools.tools.handlers.common import (
@@ -12,7 +12,7 @@ from agent_tools.tools.handlers.common import (
     Tool,
     awaiting,
     brief,
-    order_number,
+    own_order,
     ship_to,
 )
 
@@ -27,18 +27,9 @@ def order_brief(order: Order) -> Result:
 
 async def cancel_order(inv: Invocation, a: CancelOrderArgs) -> Result:
     ctx = inv.ctx
-    number = order_number(a.order_number)
-    missing = NotFound(
-        f"no order {number} of this customer",
-        hint="check the order number with the customer; "
-        "only their own orders can be cancelled here",
-    )
-    try:
-        order = await orders.get_order(inv.conn, number, agent_id=ctx.agent_id)
-    except NotFound:
-        raise missing from None
-    if not ctx.owns(order):
-        raise missing
+    rule = "only their own orders can be cancelled here"
+    order = await own_order(inv, a.order_number, rule=rule)
+    number = order.order_number
     if order.status == OrderStatus.cancelled:
         raise InvalidTransition(
             f"{number} is already cancelled",

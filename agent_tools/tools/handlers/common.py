@@ -13,7 +13,7 @@ from typing import Any
 
 import pycountry
 
-from agent_tools.errors import Forbidden, ValidationFailed
+from agent_tools.errors import Forbidden, NotFound, ValidationFailed
 from agent_tools.models import ConfirmationMode, Order
 from agent_tools.service import drafts, orders
 from agent_tools.tools.args import Args
@@ -72,6 +72,23 @@ def order_number(text: str) -> str:
             hint="order numbers look like ORD-2026-123456; ask the customer for theirs",
         )
     return number
+
+
+async def own_order(inv: Invocation, text: str, *, rule: str) -> Order:
+    """The bound customer's order `text`, for a tool that acts on it. Another customer's order
+    and an unknown number get the same answer, so a number's existence is not revealed."""
+    number = order_number(text)
+    missing = NotFound(
+        f"no order {number} of this customer",
+        hint=f"check the order number with the customer; {rule}",
+    )
+    try:
+        order = await orders.get_order(inv.conn, number, agent_id=inv.ctx.agent_id)
+    except NotFound:
+        raise missing from None
+    if not inv.ctx.owns(order):
+        raise missing
+    return order
 
 
 ADDRESS_PARTS = (

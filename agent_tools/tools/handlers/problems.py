@@ -6,12 +6,11 @@ has to promise a refund or a date the store did not give.
 
 from __future__ import annotations
 
-from agent_tools.errors import NotFound
 from agent_tools.models import ProblemKind
-from agent_tools.service import orders, problems, tracking
+from agent_tools.service import problems, tracking
 from agent_tools.tools.args import ReportProblemArgs
 from agent_tools.tools.context import Invocation
-from agent_tools.tools.handlers.common import Result, Tool, order_number
+from agent_tools.tools.handlers.common import Result, Tool, own_order
 
 NEXT_STEPS = (
     "The store has been told and will look into it. Its answer will appear in the order's "
@@ -21,19 +20,8 @@ NEXT_STEPS = (
 
 
 async def report_problem(inv: Invocation, a: ReportProblemArgs) -> Result:
-    ctx = inv.ctx
-    number = order_number(a.order_number)
-    missing = NotFound(
-        f"no order {number} of this customer",
-        hint="check the order number with the customer; "
-        "problems can be reported only on their own orders",
-    )
-    try:
-        order = await orders.get_order(inv.conn, number, agent_id=ctx.agent_id)
-    except NotFound:
-        raise missing from None
-    if not ctx.owns(order):
-        raise missing
+    rule = "problems can be reported only on their own orders"
+    order = await own_order(inv, a.order_number, rule=rule)
     case, new = await problems.report(inv.conn, order, a.kind, a.details.strip(), by=inv.by)
     result: Result = {
         "case": {
