@@ -8,6 +8,7 @@ from collections import Counter
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 from standardwebhooks import Webhook
 
@@ -419,3 +420,45 @@ async def test_later_event_kinds_go_out_as_order_kind(
             "order.created",
             "order.note_added",
         ]
+
+
+async def test_a_registered_event_kind_goes_out_with_its_type_and_mail(
+    db: Database, store: Agent, api: httpx.AsyncClient
+) -> None:
+    """A capability adds an event kind as data (migration 0010): the outbox sends it under the
+    webhook type it registered and queues the customer mail registered for that type."""
+    async with db.connection() as conn:
+        await conn.execute(
+            "insert into agent_orders.event_kinds (kind, webhook_type)"
+            " values ('parcel_waved', 'parcel.waved')"
+        )
+        await conn.execute(
+            "insert into agent_orders.customer_mail (webhook_type, mail_kind)"
+            " values ('parcel.waved', 'parcel_waved')"
+        )
+    with receiver() as hook:
+        await register(api, hook.url)
+        order = (await api.post("/api/orders/", json=new_order(store))).json()
+        async with db.connection() as conn:
+            await conn.execute(
+                "insert into agent_orders.order_events (order_id, kind, actor)"
+                " values (%(id)s, 'parcel_waved', 'system')",
+                {"id": order["id"]},
+            )
+        async with db.connection() as conn:
+            with pytest.raises(psycopg.errors.ForeignKeyViolation):
+                await conn.execute(
+                    "insert into agent_orders.order_events (order_id, kind, actor)"
+                    " values (%(id)s, 'never_registered', 'system')",
+                    {"id": order["id"]},
+                )
+        async with db.connection() as conn:
+            cur = await conn.execute(
+                "select kind from agent_orders.mail_messages order by id",
+            )
+            assert [r["kind"] for r in await cur.fetchall()] == ["confirmation", "parcel_waved"]
+            # The mailer has no text for this made-up kind; only the webhooks are sent here.
+            await conn.execute("delete from agent_orders.mail_messages")
+        async with delivering(db, settings(**FAST)):
+            await wait_until(lambda: len(hook.received) >= 2)
+        assert sorted(x.json["type"] for x in hook.received) == ["order.created", "parcel.waved"]

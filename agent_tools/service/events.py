@@ -40,11 +40,12 @@ EVENT_TYPES: tuple[str, ...] = (
     "order.tracking_updated",
     "order.note_added",
 )
-"""The types of today's events. Event kinds added later go out as `order.<kind>`;
-`order.status_changed` covers the moves without a type of their own (processing,
-packaged). `ping` is only sent by the endpoint test."""
+"""The types of the order's own events. `order.status_changed` covers the moves without a type
+of their own (processing, packaged). Other capabilities register their kinds and types in
+`agent_orders.event_kinds` (a kind with no type goes out as `order.<kind>`). `ping` is only
+sent by the endpoint test."""
 
-EventType = Annotated[str, StringConstraints(pattern=r"^(order\.[a-z_]{1,40}|ping)$")]
+EventType = Annotated[str, StringConstraints(pattern=r"^([a-z]{1,20}\.[a-z_.]{1,40}|ping)$")]
 
 
 class FeedPage(BaseModel):
