@@ -18,9 +18,9 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/agent-orders run
 
-## Lint, format check, types, then the whole suite.
+## Lint, format check, types, then the whole suite (one worker per CPU: each test has its own database).
 test: lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n auto
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
