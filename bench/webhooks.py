@@ -178,7 +178,8 @@ async def _raw(url: str, jobs: list[webhook.Job]) -> float:
         async def worker() -> None:
             while queue:
                 job = queue.pop()
-                headers = webhook.sign(job, datetime.now(UTC))
+                assert job.body is not None
+                headers = webhook.sign(job, job.body, datetime.now(UTC))
                 r = await client.post(url, content=job.body.encode(), headers=headers)
                 assert r.status_code == 200
 

@@ -13,6 +13,7 @@ import pytest
 from standardwebhooks import Webhook
 
 from agent_tools.db import Database
+from agent_tools.delivery.webhook import UNREADABLE
 from agent_tools.delivery.worker import delivering
 from agent_tools.models import Actor, Agent, Provenance
 from agent_tools.service import orders
@@ -462,3 +463,49 @@ async def test_a_registered_event_kind_goes_out_with_its_type_and_mail(
         async with delivering(db, settings(**FAST)):
             await wait_until(lambda: len(hook.received) >= 2)
         assert sorted(x.json["type"] for x in hook.received) == ["order.created", "parcel.waved"]
+
+
+async def test_an_unreadable_event_holds_up_no_other(
+    db: Database, store: Agent, api: httpx.AsyncClient
+) -> None:
+    """An event whose order snapshot no longer validates (say, a snapshot older than a field the
+    model now requires) fails on its own, with the reason kept; the events beside it go out."""
+    with receiver() as hook:
+        await register(api, hook.url)
+        first = (await api.post("/api/orders/", json=new_order(store))).json()
+        second = (await api.post("/api/orders/", json=new_order(store))).json()
+        async with db.connection() as conn:
+            await conn.execute(
+                "update agent_orders.outbox set order_snapshot = order_snapshot - 'order_number'"
+                " where order_id = %(id)s",
+                {"id": first["id"]},
+            )
+        async with delivering(db, settings(**FAST)):
+            await wait_until(lambda: len(hook.received) >= 1)
+            async with db.connection() as conn:
+
+                async def failed() -> bool:
+                    cur = await conn.execute(
+                        "select (select count(*) from agent_orders.webhook_deliveries"
+                        "        where last_error = %(e)s and state = 'pending') as hooks,"
+                        " (select count(*) from agent_orders.mail_messages"
+                        "   where last_error like '%%snapshot%%' and state = 'pending') as mails",
+                        {"e": UNREADABLE},
+                    )
+                    return await cur.fetchone() == {"hooks": 1, "mails": 1}
+
+                for _ in range(200):
+                    if await failed():
+                        break
+                    await asyncio.sleep(0.05)
+                assert await failed()
+                cur = await conn.execute(
+                    "select o.order_number, m.state from agent_orders.mail_messages m"
+                    " join agent_orders.orders o on o.id = m.order_id where m.state = 'kept'"
+                )
+                assert await cur.fetchall() == [
+                    {"order_number": second["order_number"], "state": "kept"}
+                ]
+        assert [x.json["data"]["order"]["id"] for x in hook.received] == [second["id"]]
+        feed = (await api.get("/api/events/")).json()
+        assert [e["data"]["order"]["id"] for e in feed["events"]] == [second["id"]]

@@ -63,6 +63,10 @@ _env.filters["money"] = money
 _env.filters["day"] = day
 
 
+class Unrenderable(Exception):
+    """The mail of an event cannot be rendered (no readable snapshot, no text for its kind)."""
+
+
 @dataclass
 class MailJob:
     id: int
@@ -143,6 +147,10 @@ async def _render_once(db: Database, job: MailJob, settings: Settings) -> None:
         return
     async with db.connection() as conn:
         bodies = await events.bodies(conn, [job.event_id], settings)
+        if job.event_id not in bodies:
+            raise Unrenderable("the event's order snapshot could not be read")
+        if job.kind not in SUBJECTS:
+            raise Unrenderable(f"no mail text for the kind {job.kind!r}")
         job.subject, job.text, job.html = render(job.kind, bodies[job.event_id], job.sender_name)
         job.message_id = message_id(job.event_id, job.kind, settings.mail_from)
         await conn.execute(
@@ -200,19 +208,21 @@ async def send(message: EmailMessage, smtp_url: str) -> None:
 
 
 async def deliver(db: Database, job: MailJob, me: str, settings: Settings) -> None:
-    await _render_once(db, job, settings)
     params: dict[str, Any] = {"id": job.id, "me": me}
-    if settings.smtp_url is None:
-        state, error, delay = "kept", None, 0.0
-    else:
-        try:
+    try:
+        await _render_once(db, job, settings)
+        if settings.smtp_url is None:
+            state, error, delay = "kept", None, 0.0
+        else:
             await send(build(job, settings), settings.smtp_url.get_secret_value())
             state, error, delay = "sent", None, 0.0
-        except (aiosmtplib.SMTPException, OSError, ValueError) as exc:
-            wait = retry.next_delay(job.attempts + 1, settings.retry_scale)
-            state = "failed" if wait is None else "pending"
-            error, delay = str(exc)[:500], wait or 0.0
-            log.warning("mail %s not sent: %s", job.id, exc)
+    except (Unrenderable, aiosmtplib.SMTPException, OSError, ValueError) as exc:
+        # A mail that cannot be rendered is retried like a failed send: a fix deployed
+        # meanwhile lets a later attempt through, and it holds up no other mail.
+        wait = retry.next_delay(job.attempts + 1, settings.retry_scale)
+        state = "failed" if wait is None else "pending"
+        error, delay = str(exc)[:500], wait or 0.0
+        log.warning("mail %s not sent: %s", job.id, exc)
     async with db.connection() as conn:
         await conn.execute(
             "update agent_orders.mail_messages set state = %(state)s, attempts = attempts + 1,"

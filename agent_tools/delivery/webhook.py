@@ -39,7 +39,8 @@ class Job:
     attempts: int
     url: str
     secrets: list[str]
-    body: str
+    body: str | None
+    """None when the event's body could not be built: the attempt fails without a request."""
 
 
 _CLAIM = (
@@ -63,6 +64,9 @@ is claiming are skipped, not waited for; a killed deliverer's rows come back whe
 runs out."""
 
 
+UNREADABLE = "the event's order snapshot could not be read (see the deliverer's log)"
+
+
 def dumps(body: dict[str, Any]) -> str:
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
 
@@ -77,7 +81,7 @@ async def claim(conn: Conn, n: int, me: str, settings: Settings) -> list[Job]:
     jobs = []
     for r in rows:
         if r["event_id"] is not None:
-            body = dumps(bodies[r["event_id"]])
+            body = dumps(bodies[r["event_id"]]) if r["event_id"] in bodies else None
         else:
             body = dumps(json.loads(r["payload"]))
         keys = [r["secret"]] + ([r["previous"]] if r["previous"] else [])
@@ -96,9 +100,9 @@ async def claim(conn: Conn, n: int, me: str, settings: Settings) -> list[Job]:
     return jobs
 
 
-def sign(job: Job, at: datetime) -> dict[str, str]:
+def sign(job: Job, body: str, at: datetime) -> dict[str, str]:
     """Standard Webhooks headers; one signature per live secret (rotation), space-separated."""
-    signatures = " ".join(Webhook(s).sign(job.msg_id, at, job.body) for s in job.secrets)
+    signatures = " ".join(Webhook(s).sign(job.msg_id, at, body) for s in job.secrets)
     return {
         "webhook-id": job.msg_id,
         "webhook-timestamp": str(int(at.timestamp())),
@@ -109,14 +113,14 @@ def sign(job: Job, at: datetime) -> dict[str, str]:
 
 
 async def _post(
-    client: httpx.AsyncClient, job: Job, settings: Settings
+    client: httpx.AsyncClient, job: Job, body: str, settings: Settings
 ) -> tuple[int | None, str | None, str | None]:
     """POST the job once: (status, first kilobyte of the body, error)."""
     try:
         target = await netguard.resolve(job.url, allow_private=settings.webhook_allow_private)
     except ValidationFailed as exc:
         return None, None, exc.message
-    headers = sign(job, datetime.now(UTC))
+    headers = sign(job, body, datetime.now(UTC))
     extensions: dict[str, Any] = {}
     if target.address is not None:
         # Connect to the address that was checked, still naming the host for HTTP and TLS.
@@ -127,7 +131,7 @@ async def _post(
         async with client.stream(
             "POST",
             target.pinned_url(),
-            content=job.body.encode(),
+            content=body.encode(),
             headers=headers,
             extensions=extensions,
         ) as response:
@@ -181,7 +185,13 @@ _FAILED = (
 
 async def deliver(db: Database, client: httpx.AsyncClient, job: Job, me: str, s: Settings) -> None:
     """One attempt, recorded in one statement."""
-    status, response, error = await _post(client, job, s)
+    status: int | None
+    response: str | None
+    error: str | None
+    if job.body is None:
+        status, response, error = None, None, UNREADABLE
+    else:
+        status, response, error = await _post(client, job, job.body, s)
     params: dict[str, Any] = {"id": job.id, "me": me, "status": status, "response": response}
     if status is not None and 200 <= status < 300:
         query = _SUCCEEDED

@@ -16,19 +16,22 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 from collections import defaultdict
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any
 from uuid import UUID
 
-from pydantic import BaseModel, StringConstraints
+from pydantic import BaseModel, StringConstraints, ValidationError
 
 from agent_tools.config import Settings, get_settings
 from agent_tools.db import Conn
 from agent_tools.errors import ValidationFailed
 from agent_tools.models import Order, OrderEvent, allowed_next
 from agent_tools.service import tracking
+
+log = logging.getLogger(__name__)
 
 EVENT_TYPES: tuple[str, ...] = (
     "order.created",
@@ -101,7 +104,8 @@ async def bodies(
     conn: Conn, event_ids: list[int], settings: Settings | None = None
 ) -> dict[int, dict[str, Any]]:
     """The webhook body `{type, timestamp, data: {order, event}}` of each event. `order` is
-    what `GET /api/orders/{id}` returned right after the event (its history up to it)."""
+    what `GET /api/orders/{id}` returned right after the event (its history up to it). An
+    event whose snapshot cannot be read is left out (and logged)."""
     if not event_ids:
         return {}
     cur = await conn.execute(_ROWS + " where x.event_id = any(%(ids)s)", {"ids": event_ids})
@@ -119,7 +123,13 @@ async def _render(
     out: dict[int, dict[str, Any]] = {}
     for r in rows:
         # Parsed with Decimal: the snapshot's amounts are JSON numbers, never floats here.
-        order = Order.model_validate(json.loads(r["snapshot"], parse_float=Decimal))
+        try:
+            order = Order.model_validate(json.loads(r["snapshot"], parse_float=Decimal))
+        except ValidationError:
+            # One unreadable snapshot must not hold up the events claimed beside it: it has no
+            # body, and its deliveries fail (and are retried) on their own.
+            log.exception("event %s: its order snapshot does not validate", r["event_id"])
+            continue
         detail = order.model_dump(mode="json")
         detail["status_history"] = [
             e.model_dump(mode="json") for e in history[order.id] if e.id <= r["event_id"]
@@ -170,6 +180,10 @@ async def feed(
     )
     rows = await cur.fetchall()
     rendered = await _render(conn, rows, settings)
-    events = [{"id": str(r["event_id"]), **rendered[r["event_id"]]} for r in rows]
+    events = [
+        {"id": str(r["event_id"]), **rendered[r["event_id"]]}
+        for r in rows
+        if r["event_id"] in rendered
+    ]
     last = (rows[-1]["xid"], rows[-1]["event_id"]) if rows else (xid, event_id)
     return FeedPage(events=events, next_cursor=encode_cursor(*last))
