@@ -1,8 +1,8 @@
 """`dispatch`: what `Toolkit.call` adds to the service calls it wraps, in microseconds.
 
 `get_order_status` through the toolkit (JSON decoding, schema and model validation, the
-result dict) against the same reads made directly: `get_order`, `list_events`, the signing
-key and `build_view`, each on a pooled connection. Alternating blocks, one call at a time.
+result dict) against the same reads made directly: `tracking.lookup` (the order and its
+views in one query), the signing key and the full view, each on a pooled connection. Alternating blocks, one call at a time.
 """
 
 from __future__ import annotations
@@ -55,12 +55,10 @@ async def run(opts: Any) -> Result:
 
             async def direct() -> None:
                 async with db.connection() as conn:
-                    found, events = await orders.get_order_with_events(
-                        conn, order.order_number, agent_id=ctx.agent_id, customer_visible_only=True
-                    )
+                    found = await tracking.lookup(conn, order.order_number, agent_id=ctx.agent_id)
                     key = await tracking.signing_key(conn)
-                    tracking.build_view(found, events, full=True)
-                    tracking.tracking_url(key, found)
+                    found.view(full=True)
+                    tracking.tracking_url(key, found.order)
 
             samples: dict[str, list[float]] = {"toolkit": [], "service": []}
             for _ in range(BLOCKS):

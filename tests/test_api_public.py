@@ -154,3 +154,27 @@ class TestHealth:
         assert set(track) >= {"200", "404", "422", "429"}
         assert list(track["429"]["content"]) == ["application/problem+json"]
         assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+
+
+class TestViewBuiltByTheDatabase:
+    async def test_public_bytes_are_the_documented_view_and_agree_with_the_full_one(
+        self, db: Database, order: Order
+    ) -> None:
+        async with db.connection() as conn:
+            await orders.add_note(conn, order.id, "left at the door", customer_visible=True)
+        path = f"/api/orders/track/{order.order_number}"
+        async with client(make_app(db)) as api:
+            public = await api.get(path)
+            full = await api.post(path, json={"email": "ann@example.com"})
+        assert public.headers["content-type"] == "application/json"
+        shown = tracking.TrackingView.model_validate_json(public.content)
+        whole = tracking.TrackingView.model_validate_json(full.content)
+        same = ("order_number", "status", "progress", "steps", "created_at", "updated_at")
+        assert shown.model_dump(include=set(same)) == whole.model_dump(include=set(same))
+        # The full timeline has the note with its text; the public one neither.
+        assert [e.kind for e in whole.timeline if e.kind != "note"] == [
+            e.kind for e in shown.timeline
+        ]
+        assert any(e.note == "left at the door" for e in whole.timeline)
+        assert all(e.note is None for e in shown.timeline)
+        assert public.json()["created_at"].endswith("Z")

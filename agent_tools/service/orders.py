@@ -42,7 +42,7 @@ from agent_tools.models import (
 )
 from agent_tools.service import catalog
 
-_COLUMNS = sql.SQL(
+COLUMNS = (
     "id, order_number, agent_id, owner_id, conversation_id, customer_name, customer_email,"
     " customer_phone, shipping_address, line_items, subtotal, shipping_fee, total, currency,"
     " status, tracking_number, carrier, estimated_delivery, customer_notes, internal_notes,"
@@ -50,6 +50,8 @@ _COLUMNS = sql.SQL(
     " version, created_at, updated_at, shipped_at,"
     " delivered_at, cancelled_at"
 )
+"""Every column an `Order` is read from."""
+_COLUMNS = sql.SQL(COLUMNS)
 ORDER_NUMBER = re.compile(r"^ORD-\d{4}-\d{6,}$")
 _NUMBER_TRIES = 12
 

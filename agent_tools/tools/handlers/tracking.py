@@ -25,18 +25,17 @@ async def get_order_status(inv: Invocation, a: GetOrderStatusArgs) -> Result:
     ctx = inv.ctx
     number = order_number(a.order_number)
     try:
-        order, events = await orders.get_order_with_events(
-            inv.conn, number, agent_id=ctx.agent_id, customer_visible_only=True
-        )
+        found = await tracking.lookup(inv.conn, number, agent_id=ctx.agent_id)
     except NotFound:
         raise NotFound(
             f"no order {number} at this store",
             hint="check the order number with the customer",
         ) from None
+    order = found.order
     email = (a.email or "").strip().lower()
     matches = bool(email) and email == order.customer_email
     full = ctx.owns(order) or matches
-    view = tracking.build_view(order, events, full=full)
+    view = found.view(full=full)
     timeline = [
         {"at": e.at.isoformat(timespec="minutes"), "event": e.kind}
         | ({"status": e.status.value} if e.status else {})
