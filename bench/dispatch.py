@@ -2,7 +2,8 @@
 
 `get_order_status` through the toolkit (JSON decoding, schema and model validation, the
 result dict) against the same reads made directly: `tracking.lookup` (the order and its
-views in one query), the signing key and the full view, each on a pooled connection. Alternating blocks, one call at a time.
+views in one query), the signing key and the full view, each on a pooled connection.
+Alternating blocks, one call at a time.
 """
 
 from __future__ import annotations
