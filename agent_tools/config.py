@@ -108,6 +108,12 @@ class Settings(BaseSettings):
     )
     """Seconds of nothing but failures after which an endpoint is disabled."""
 
+    event_retention_days: int = Field(
+        30, ge=0, le=3650, validation_alias="AGENT_ORDERS_EVENT_RETENTION_DAYS"
+    )
+    """Days the event feed and the record of each webhook delivery and mail are kept (0: for
+    good). Deliverers trim older ones unless still being delivered; order history stays."""
+
     smtp_url: SecretStr | None = None
     """`smtp://user:pass@host:587` (STARTTLS) or `smtps://...:465` (TLS). Unset: mails are
     rendered and kept for the dashboard's Mail view, not sent."""

@@ -509,3 +509,46 @@ async def test_an_unreadable_event_holds_up_no_other(
         assert [x.json["data"]["order"]["id"] for x in hook.received] == [second["id"]]
         feed = (await api.get("/api/events/")).json()
         assert [e["data"]["order"]["id"] for e in feed["events"]] == [second["id"]]
+
+
+async def test_events_past_retention_are_trimmed_unless_still_being_delivered(
+    db: Database, store: Agent, api: httpx.AsyncClient
+) -> None:
+    with receiver(default=500) as hook:
+        await register(api, hook.url)
+        old = (await api.post("/api/orders/", json=new_order(store))).json()
+        stuck = (await api.post("/api/orders/", json=new_order(store))).json()
+        recent = (await api.post("/api/orders/", json=new_order(store))).json()
+        async with db.connection() as conn:
+            # `old` was delivered and mailed 31 days ago; `stuck` is as old but still retried.
+            await conn.execute(
+                "update agent_orders.outbox set created_at = now() - interval '31 days'"
+                " where order_id = any(%(ids)s)",
+                {"ids": [old["id"], stuck["id"]]},
+            )
+            await conn.execute(
+                "update agent_orders.webhook_deliveries d set state = 'succeeded'"
+                " from agent_orders.outbox x where x.event_id = d.event_id and x.order_id = %(id)s",
+                {"id": old["id"]},
+            )
+            await conn.execute(
+                "update agent_orders.mail_messages set state = 'sent' where order_id = %(id)s",
+                {"id": old["id"]},
+            )
+        async with delivering(db, settings(**FAST)):
+            await wait_until(lambda: len(hook.received) >= 2)  # the deliverer is running
+        async with db.connection() as conn:
+            cur = await conn.execute(
+                "select order_id::text as id, count(*) as n from agent_orders.outbox group by 1"
+            )
+            kept = {r["id"]: r["n"] for r in await cur.fetchall()}
+            cur = await conn.execute(
+                "select count(*) as n from agent_orders.order_events where order_id = %(id)s",
+                {"id": old["id"]},
+            )
+            history = await cur.fetchone()
+        assert kept == {stuck["id"]: 1, recent["id"]: 1}
+        assert history == {"n": 1}
+        feed = (await api.get("/api/events/")).json()
+        assert {e["data"]["order"]["id"] for e in feed["events"]} == {stuck["id"], recent["id"]}
+        assert (await api.get(f"/api/orders/{old['id']}")).json()["status_history"]

@@ -6,7 +6,8 @@ lease, so two never hold the same row; a killed one's rows come back when the le
 (at least once; receivers dedupe by `webhook-id` / `Message-ID`). A notification from the
 outbox trigger wakes idle deliverers at commit; without one (a transaction pooler cannot
 LISTEN) they look every `delivery_poll` seconds. Stopping finishes what is in flight for
-a few seconds, then hands the rest back.
+a few seconds, then hands the rest back. Each deliverer also trims what is past retention
+(`retention.py`) when it starts and every hour.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import contextlib
 import logging
 import os
 import socket
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
@@ -25,13 +27,15 @@ import psycopg
 
 from agent_tools.config import Settings, get_settings
 from agent_tools.db import Database, connect_kwargs
-from agent_tools.delivery import mailer, webhook
+from agent_tools.delivery import mailer, retention, webhook
 
 log = logging.getLogger(__name__)
 
 CHANNEL = "agent_orders_outbox"
 GRACE = 5.0
 """Seconds in-flight deliveries get to finish when the deliverer stops."""
+TRIM_EVERY = 3600.0
+"""Seconds between two trims of what is past retention."""
 
 
 class Deliverer:
@@ -44,6 +48,7 @@ class Deliverer:
         self._stopping = asyncio.Event()
         self._inflight: set[asyncio.Task[None]] = set()
         self._client: httpx.AsyncClient | None = None
+        self._next_trim = 0.0
 
     def wake(self) -> None:
         self._wake.set()
@@ -64,6 +69,7 @@ class Deliverer:
         try:
             while not self._stopping.is_set():
                 self._wake.clear()
+                await self._trim_when_due()
                 room = concurrency - len(self._inflight)
                 started = 0
                 # Webhooks first, each kind in its own short transaction, so a claimed
@@ -90,6 +96,18 @@ class Deliverer:
             with contextlib.suppress(asyncio.CancelledError):
                 await listener
             await self._wind_down()
+
+    async def _trim_when_due(self) -> None:
+        if time.monotonic() < self._next_trim:
+            return
+        self._next_trim = time.monotonic() + TRIM_EVERY
+        try:
+            trimmed = await retention.trim(self.db, self.settings)
+        except Exception:
+            log.warning("trimming old events failed; next try in an hour", exc_info=True)
+        else:
+            if trimmed:
+                log.info("trimmed %d events past retention", trimmed)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._inflight.discard(task)
