@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 from typing import Any
 
 import httpx
@@ -16,6 +14,7 @@ from agent_tools.models import Agent
 from agent_tools.service import events
 from tests.api_support import assert_problem, bearer, client, make_app
 from tests.conftest import OTHER_OWNER, OWNER, make_store, order_data
+from tests.webhook_support import feed, feed_when
 
 
 @pytest.fixture
@@ -39,29 +38,6 @@ def add_note(conn: psycopg.Connection[Any], order_id: str, text: str) -> int:
     assert row is not None
     event_id: int = row[0]
     return event_id
-
-
-async def feed(api: httpx.AsyncClient, after: str | None = None, **params: Any) -> dict[str, Any]:
-    if after:
-        params["after"] = after
-    r = await api.get("/api/events/", params=params)
-    assert r.status_code == 200, r.text
-    page: dict[str, Any] = r.json()
-    return page
-
-
-async def feed_when(
-    api: httpx.AsyncClient, n: int, after: str | None = None, **params: Any
-) -> dict[str, Any]:
-    """The first page that has at least `n` events. The feed waits for every transaction
-    older than its newest event to end, on the whole server: on a server shared with other
-    work, a commit may take a moment to show."""
-    deadline = time.monotonic() + 30
-    while True:
-        page = await feed(api, after, **params)
-        if len(page["events"]) >= n or time.monotonic() > deadline:
-            return page
-        await asyncio.sleep(0.05)
 
 
 async def test_a_late_commit_is_never_skipped(

@@ -19,7 +19,7 @@ from agent_tools.models import Actor, Agent, Provenance
 from agent_tools.service import orders
 from tests.api_support import assert_problem, bearer, client, make_app, settings
 from tests.conftest import OTHER_OWNER, OWNER, make_store, order_data
-from tests.webhook_support import receiver, wait_until
+from tests.webhook_support import feed_when, receiver, wait_until
 
 OWNER_MADE = Provenance(actor=Actor.owner)
 FAST = {
@@ -507,7 +507,7 @@ async def test_an_unreadable_event_holds_up_no_other(
                     {"order_number": second["order_number"], "state": "kept"}
                 ]
         assert [x.json["data"]["order"]["id"] for x in hook.received] == [second["id"]]
-        feed = (await api.get("/api/events/")).json()
+        feed = await feed_when(api, 1)
         assert [e["data"]["order"]["id"] for e in feed["events"]] == [second["id"]]
 
 
@@ -549,6 +549,6 @@ async def test_events_past_retention_are_trimmed_unless_still_being_delivered(
             history = await cur.fetchone()
         assert kept == {stuck["id"]: 1, recent["id"]: 1}
         assert history == {"n": 1}
-        feed = (await api.get("/api/events/")).json()
+        feed = await feed_when(api, 2)
         assert {e["data"]["order"]["id"] for e in feed["events"]} == {stuck["id"], recent["id"]}
         assert (await api.get(f"/api/orders/{old['id']}")).json()["status_history"]

@@ -1,4 +1,5 @@
-"""A real webhook receiver on 127.0.0.1 (HTTP in a thread) and helpers to wait for deliveries."""
+"""A real webhook receiver on 127.0.0.1 (HTTP in a thread) and helpers to wait for deliveries
+and for the events feed."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import httpx
 from standardwebhooks import Webhook
 
 
@@ -107,3 +109,26 @@ async def wait_until(check: Callable[[], Any], timeout: float = 10.0, what: str 
             return
         assert time.monotonic() < deadline, f"timed out waiting for {what or check}"
         await asyncio.sleep(0.02)
+
+
+async def feed(api: httpx.AsyncClient, after: str | None = None, **params: Any) -> dict[str, Any]:
+    if after:
+        params["after"] = after
+    r = await api.get("/api/events/", params=params)
+    assert r.status_code == 200, r.text
+    page: dict[str, Any] = r.json()
+    return page
+
+
+async def feed_when(
+    api: httpx.AsyncClient, n: int, after: str | None = None, **params: Any
+) -> dict[str, Any]:
+    """The first page that has at least `n` events. The feed waits for every transaction
+    older than its newest event to end, on the whole server: on a server shared with other
+    work, a commit may take a moment to show."""
+    deadline = time.monotonic() + 30
+    while True:
+        page = await feed(api, after, **params)
+        if len(page["events"]) >= n or time.monotonic() > deadline:
+            return page
+        await asyncio.sleep(0.05)
