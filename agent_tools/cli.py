@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -187,10 +188,19 @@ async def _worker() -> None:
         await db.close()
 
 
-def _serve(host: str, port: int, workers: int, forwarded_allow_ips: str | None) -> None:
-    """Serve the HTTP API (imported here: `agent_tools` itself never imports FastAPI)."""
-    import os
+def default_workers() -> int:
+    """One server process per CPU this process may run on (its affinity, not the host's)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
+
+def _serve(host: str, port: int, workers: int | None, forwarded_allow_ips: str | None) -> None:
+    """Serve the HTTP API (imported here: `agent_tools` itself never imports FastAPI).
+
+    Workers share nothing in memory: the pool, limits and deliveries meet in PostgreSQL
+    (or Redis, with `REDIS_URL`)."""
     import uvicorn
 
     from api.settings import get_api_settings
@@ -212,7 +222,7 @@ def _serve(host: str, port: int, workers: int, forwarded_allow_ips: str | None) 
         factory=True,
         host=host,
         port=port,
-        workers=workers,
+        workers=workers or default_workers(),
         # h11 reads a request head only up to this size (httptools has no limit): a megabyte
         # of headers is refused with a 400 before the app is asked anything.
         http="h11",
@@ -227,9 +237,7 @@ def _serve(host: str, port: int, workers: int, forwarded_allow_ips: str | None) 
     )
 
 
-def _run(host: str, port: int, workers: int, forwarded_allow_ips: str | None) -> None:
-    import os
-
+def _run(host: str, port: int, workers: int | None, forwarded_allow_ips: str | None) -> None:
     base = f"http://{host}:{port}"
     if "public_url" not in get_settings().model_fields_set:
         # Tracking links point at this server unless AGENT_ORDERS_PUBLIC_URL says otherwise.
@@ -275,7 +283,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         server = sub.add_parser(name, help=text)
         server.add_argument("--host", default="127.0.0.1")
         server.add_argument("--port", type=int, default=8000)
-        server.add_argument("--workers", type=int, default=1)
+        server.add_argument(
+            "--workers",
+            type=int,
+            default=None,
+            help="server processes (default: one per CPU this process may run on)",
+        )
         server.add_argument(
             "--forwarded-allow-ips",
             metavar="IPS",

@@ -58,6 +58,21 @@ def test_serve_with_two_workers(db_url: str, tmp_path: Path) -> None:
         assert r.headers["content-type"] == "application/problem+json"
 
 
+def test_serve_starts_one_worker_per_cpu_unless_told(db_url: str, tmp_path: Path) -> None:
+    cpus = len(os.sched_getaffinity(0))
+    with server(["serve"], {"DATABASE_URL": db_url}, tmp_path) as live:
+        deadline = time.monotonic() + 30
+        while live.output().count("Started server process") < cpus:
+            assert time.monotonic() < deadline, live.output()
+            time.sleep(0.1)
+        assert httpx.get(f"{live.base}/health").status_code == 200
+    assert live.output().count("Started server process") == cpus
+    (tmp_path / "one").mkdir()
+    with server(["serve", "--workers", "1"], {"DATABASE_URL": db_url}, tmp_path / "one") as one:
+        assert httpx.get(f"{one.base}/health").status_code == 200
+    assert one.output().count("Started server process") == 1
+
+
 def test_stopping_run_stops_the_embedded_server(tmp_path: Path) -> None:
     """`make run` on the embedded server, then a SIGTERM (a service manager, `kill`): the
     server shuts down gracefully and takes its embedded PostgreSQL with it."""
