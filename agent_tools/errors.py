@@ -115,11 +115,13 @@ def from_pydantic(exc: pydantic.ValidationError) -> ValidationFailed:
     return ValidationFailed(msg, field=field, errors=len(exc.errors()))
 
 
-def parse(model: type[M], data: M | Mapping[str, Any]) -> M:
+def parse(
+    model: type[M], data: M | Mapping[str, Any], *, context: dict[str, Any] | None = None
+) -> M:
     """Validate `data` into `model`, turning pydantic's error into a domain error."""
     if isinstance(data, model):
         return data
     try:
-        return model.model_validate(data)
+        return model.model_validate(data, context=context)
     except pydantic.ValidationError as exc:
         raise from_pydantic(exc) from None

@@ -68,7 +68,7 @@ class ToolkitClient:
                 "line2": None,
                 "city": "Portland",
                 "region": None,
-                "postal_code": None,
+                "postal_code": "97201",
                 "country": "US",
                 "recipient_name": None,
                 "recipient_phone": None,
@@ -143,7 +143,14 @@ class RawClient:
                         f"raw-{self.seed}",
                         "Bench Client",
                         f"client{self.seed}@example.com",
-                        json.dumps({"line1": "1 Main St", "city": "Portland", "country": "US"}),
+                        json.dumps(
+                            {
+                                "line1": "1 Main St",
+                                "city": "Portland",
+                                "postal_code": "97201",
+                                "country": "US",
+                            }
+                        ),
                         json.dumps(lines),
                         subtotal,
                         agent.shipping_fee,

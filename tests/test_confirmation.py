@@ -251,3 +251,35 @@ class TestConfirmationPage:
             done = await web.get(f"/confirm/{token}")
             assert "is cancelled" in done.text
         assert (await census(db))["cancelled"] == 1
+
+
+class TestValidatedOnce:
+    async def test_the_yes_does_not_validate_the_drafted_order_again(
+        self, db: Database, store: Agent, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        import email_validator
+
+        checked: list[str] = []
+        real = email_validator.validate_email
+
+        def counting(email: str, *args: Any, **kwargs: Any) -> Any:
+            checked.append(email)
+            return real(email, *args, **kwargs)
+
+        monkeypatch.setattr(email_validator, "validate_email", counting)
+        toolkit = Toolkit(db)
+        ctx = context(store)
+        draft = await toolkit.call(ctx, "place_order", place_args())
+        assert draft["ok"], draft
+        drafted = len(checked)
+        assert drafted >= 1  # the customer's email, checked when the order was drafted
+        ctx.turn += 1
+        done = await toolkit.call(ctx, "confirm_order", {"draft_id": draft["draft_id"]})
+        assert done["ok"], done
+        assert len(checked) == drafted  # not again at the yes: nothing changed since
+        async with db.connection() as conn:
+            cur = await conn.execute(
+                "select customer_email from agent_orders.orders where order_number = %(n)s",
+                {"n": done["order"]["order_number"]},
+            )
+            assert await cur.fetchone() == {"customer_email": "ann@example.com"}

@@ -12,6 +12,9 @@ from pydantic import (
     EmailStr,
     Field,
     StringConstraints,
+    ValidationInfo,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
     model_validator,
 )
 
@@ -43,7 +46,24 @@ def _lower_email(v: str | None) -> str | None:
     return v.lower() if v else v
 
 
-Email = Annotated[EmailStr, AfterValidator(_lower_email)]
+STORED = {"stored": True}
+"""Validation context for data this service validated itself before storing it (a draft's
+order at confirmation): the checks that only guard against what a caller typed (email syntax,
+NUL characters, nesting) are not run a second time; types and bounds still are."""
+
+
+def _stored(info: ValidationInfo) -> bool:
+    context = info.context
+    return isinstance(context, dict) and bool(context.get("stored"))
+
+
+def _email_once(v: Any, handler: ValidatorFunctionWrapHandler, info: ValidationInfo) -> Any:
+    if _stored(info) and isinstance(v, str):
+        return v
+    return handler(v)
+
+
+Email = Annotated[EmailStr, WrapValidator(_email_once), AfterValidator(_lower_email)]
 
 
 MAX_DEPTH = 32
@@ -80,6 +100,7 @@ class _In(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _no_nul(cls, data: Any) -> Any:
-        _check_text(data)
+    def _no_nul(cls, data: Any, info: ValidationInfo) -> Any:
+        if not _stored(info):
+            _check_text(data)
         return data

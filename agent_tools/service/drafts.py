@@ -27,6 +27,7 @@ from pydantic import BaseModel
 from agent_tools.db import Conn
 from agent_tools.errors import NotFound, OrderError, parse
 from agent_tools.models import Actor, ConfirmationMode, LineItem, NewOrder, Order, Provenance
+from agent_tools.models.common import STORED
 from agent_tools.service import catalog, orders
 
 _COLUMNS = (
@@ -97,6 +98,9 @@ class Draft(BaseModel):
     """The agent's setting: which ways of saying yes count for this draft."""
     replaces: list[str] = []
     """Open drafts this one expired when it was made (not stored: known only on creation)."""
+    repeats: str | None = None
+    """The number of an order this conversation confirmed in the last 30 minutes with the
+    same items and address (not stored: known only when drafted)."""
 
 
 class Quote(BaseModel):
@@ -189,19 +193,7 @@ async def _insert(
     order_id: UUID | None,
     ttl_seconds: int,
     key: bytes,
-    replace_open: bool = False,
 ) -> Draft:
-    """A new draft; with `replace_open`, the conversation's open drafts of this kind expire
-    first (the caller holds the conversation's lock) and the new draft names them."""
-    replaced: list[str] = []
-    if replace_open:
-        cur = await conn.execute(
-            "update agent_orders.drafts set expires_at = now()"
-            " where agent_id = %(agent)s and conversation_id = %(conv)s and kind = %(kind)s"
-            " and confirmed_at is null and expires_at > now() returning id",
-            {"agent": agent_id, "conv": conversation_id, "kind": kind},
-        )
-        replaced = [r["id"] for r in await cur.fetchall()]
     draft_id = "drf_" + secrets.token_hex(8)
     cur = await conn.execute(
         "insert into agent_orders.drafts"
@@ -222,7 +214,60 @@ async def _insert(
     )
     row = await cur.fetchone()
     assert row is not None
-    return Draft.model_validate({**row, "replaces": replaced})
+    return Draft.model_validate(row)
+
+
+DUPLICATE_WINDOW = timedelta(minutes=30)
+
+# The open-draft check folded into the insert: the conversation's latest open order draft is
+# returned again when it holds the same order; otherwise every open one expires and the new
+# draft is inserted, naming them. Either way the statement also names an order this
+# conversation confirmed in the last 30 minutes with the same items (per sku) and address
+# (empty fields left out): a stray "yes" must not order the same things twice.
+_DRAFT_ORDER = (
+    "with open as ("
+    " select id, created_at, payload->'order' = %(order)s as same from agent_orders.drafts"
+    " where agent_id = %(agent)s and conversation_id = %(conv)s and kind = 'order'"
+    " and confirmed_at is null and expires_at > now()"
+    "), reuse as ("
+    " select id from open where same and created_at = (select max(created_at) from open)"
+    " limit 1"
+    "), expired as ("
+    " update agent_orders.drafts d set expires_at = now() from open"
+    " where d.id = open.id and not exists (select from reuse) returning d.id"
+    "), made as ("
+    " insert into agent_orders.drafts (id, kind, agent_id, conversation_id, turn, payload,"
+    " expires_at, confirm_digest) select %(id)s, 'order', %(agent)s, %(conv)s, %(turn)s,"
+    " jsonb_build_object('order', %(order)s::jsonb, 'quote', %(quote)s::jsonb),"
+    " now() + %(ttl)s, %(digest)s where not exists (select from reuse) returning " + _COLUMNS + ""
+    "), chosen as ("
+    " select " + _COLUMNS + " from agent_orders.drafts where id = (select id from reuse)"
+    " union all select * from made"
+    "), recent as ("
+    " select o.order_number, o.line_items, o.shipping_address from agent_orders.drafts d"
+    " join agent_orders.orders o on o.id = d.order_id"
+    " where d.agent_id = %(agent)s and d.conversation_id = %(conv)s and d.kind = 'order'"
+    " and d.confirmed_at > now() - %(window)s and o.status <> 'cancelled'"
+    " order by d.confirmed_at desc limit 20"
+    ") select c.*, (select coalesce(array_agg(id), '{}') from expired) as replaces,"
+    " (select r.order_number from recent r"
+    " where (select coalesce(jsonb_object_agg(a.key, a.value), '{}')"
+    " from jsonb_each(r.shipping_address) a"
+    " where a.value not in ('null'::jsonb, '\"\"'::jsonb, 'false'::jsonb, '0'::jsonb))"
+    " = %(address)s::jsonb"
+    " and (select coalesce(jsonb_object_agg(i.sku, i.n), '{}') from (select l->>'sku' as sku,"
+    " sum((l->>'quantity')::int) as n from jsonb_array_elements(r.line_items) l"
+    " where coalesce(l->>'sku', '') <> '' group by 1) i) = %(items)s::jsonb"
+    " limit 1) as repeats from chosen c"
+)
+
+
+def _wanted(items: list[dict[str, Any]]) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for item in items:
+        if item.get("sku"):
+            total[item["sku"]] = total.get(item["sku"], 0) + int(item["quantity"])
+    return total
 
 
 async def draft_order(
@@ -234,31 +279,39 @@ async def draft_order(
     ttl_seconds: int,
     key: bytes,
 ) -> tuple[Draft, Quote]:
-    """Price an order and keep it as a draft; no order, no stock taken.
+    """Price an order and keep it as a draft; no order, no stock taken. Runs in the caller's
+    transaction (a tool call is one), which ends before the customer can answer.
 
     The same order drafted again while its draft is open returns that draft. A different one
     replaces the conversation's open order drafts: only the latest summary can be confirmed.
     """
     new = parse(NewOrder, data)
     order_json = new.model_dump(mode="json")
-    async with conn.transaction():
-        await _lock_conversation(conn, new.agent_id, conversation_id)
-        priced = await quote(conn, new)
-        existing = await _open_draft(conn, new.agent_id, conversation_id, "order")
-        if existing is not None and existing.payload["order"] == order_json:
-            return existing, Quote.model_validate(existing.payload["quote"])
-        draft = await _insert(
-            conn,
-            kind="order",
-            agent_id=new.agent_id,
-            conversation_id=conversation_id,
-            turn=turn,
-            payload={"order": order_json, "quote": priced.model_dump(mode="json")},
-            order_id=None,
-            ttl_seconds=ttl_seconds,
-            key=key,
-            replace_open=True,
-        )
+    await _lock_conversation(conn, new.agent_id, conversation_id)
+    priced = await quote(conn, new)
+    draft_id = "drf_" + secrets.token_hex(8)
+    address = {k: v for k, v in order_json["shipping_address"].items() if v}
+    cur = await conn.execute(
+        _DRAFT_ORDER,
+        {
+            "id": draft_id,
+            "digest": _digest(confirm_token(key, draft_id)),
+            "agent": new.agent_id,
+            "conv": conversation_id,
+            "turn": turn,
+            "order": Jsonb(order_json),
+            "quote": Jsonb(priced.model_dump(mode="json")),
+            "ttl": timedelta(seconds=ttl_seconds),
+            "window": DUPLICATE_WINDOW,
+            "address": Jsonb(address),
+            "items": Jsonb(_wanted(order_json["items"])),
+        },
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    draft = Draft.model_validate(row)
+    if draft.id != draft_id:  # the same order drafted again: its draft, as it was priced
+        return draft, Quote.model_validate(draft.payload["quote"])
     return draft, priced
 
 
@@ -344,22 +397,23 @@ async def confirm(
     """Carry out a draft for the conversation's agent: create the order, or cancel it.
 
     `approved`: the host's own UI asked the human about this draft and they accepted. Without
-    it the yes is the host's counted turn. Idempotent under concurrency.
+    it the yes is the host's counted turn. Idempotent under concurrency. Runs in the
+    caller's transaction (the draft stays locked until it ends); nothing is written before
+    any refusal, so a refused confirmation leaves that transaction clean for reads.
     """
-    async with conn.transaction():
-        found = await _locked(
-            conn,
-            "id = %(id)s and agent_id = %(agent)s and conversation_id = %(conv)s",
-            {"id": draft_id, "agent": agent_id, "conv": conversation_id},
+    found = await _locked(
+        conn,
+        "id = %(id)s and agent_id = %(agent)s and conversation_id = %(conv)s",
+        {"id": draft_id, "agent": agent_id, "conv": conversation_id},
+    )
+    if found is None:
+        raise NotFound(
+            f"no draft {draft_id!r} in this conversation",
+            hint="use the draft_id returned by place_order or cancel_order",
         )
-        if found is None:
-            raise NotFound(
-                f"no draft {draft_id!r} in this conversation",
-                hint="use the draft_id returned by place_order or cancel_order",
-            )
-        draft, expired = found
-        consent = Consent.approval if approved else Consent.turn if turn > draft.turn else None
-        return await _carry_out(conn, draft, expired, consent, by)
+    draft, expired = found
+    consent = Consent.approval if approved else Consent.turn if turn > draft.turn else None
+    return await _carry_out(conn, draft, expired, consent, by)
 
 
 async def confirm_on_page(conn: Conn, token: str) -> Confirmation:
@@ -367,13 +421,12 @@ async def confirm_on_page(conn: Conn, token: str) -> Confirmation:
 
     A second press, or a replay of the token, returns the same order and writes nothing.
     """
-    async with conn.transaction():
-        found = await _locked(conn, "confirm_digest = %(digest)s", {"digest": _digest(token)})
-        if found is None:
-            raise NotFound("no such confirmation page", hint="ask the agent for a new link")
-        draft, expired = found
-        by = Provenance(actor=Actor.customer, conversation_id=draft.conversation_id)
-        return await _carry_out(conn, draft, expired, Consent.page, by)
+    found = await _locked(conn, "confirm_digest = %(digest)s", {"digest": _digest(token)})
+    if found is None:
+        raise NotFound("no such confirmation page", hint="ask the agent for a new link")
+    draft, expired = found
+    by = Provenance(actor=Actor.customer, conversation_id=draft.conversation_id)
+    return await _carry_out(conn, draft, expired, Consent.page, by)
 
 
 async def find_by_token(conn: Conn, token: str) -> tuple[Draft, bool, Order | None]:
@@ -397,7 +450,8 @@ async def find_by_token(conn: Conn, token: str) -> tuple[Draft, bool, Order | No
 async def _carry_out(
     conn: Conn, draft: Draft, expired: bool, consent: Consent | None, by: Provenance
 ) -> Confirmation:
-    """The one path from a locked draft to its effect, whichever way the yes came."""
+    """The one path from a locked draft to its effect, whichever way the yes came. Every
+    refusal comes before the first write."""
     if draft.confirmed_at is not None and draft.order_id is not None:
         order = await orders.get_order(conn, draft.order_id, agent_id=draft.agent_id)
         return Confirmation(draft=draft, order=order, repeated=True)
@@ -418,16 +472,19 @@ async def _carry_out(
             hint="confirm the latest draft_id, or draft it again and read it back",
         )
     if draft.kind == "order":
-        new = parse(NewOrder, draft.payload["order"])
-        order = await orders.insert_order(conn, new, by=by)
+        # Validated when it was drafted, and stored as validated: not checked again.
+        new = parse(NewOrder, draft.payload["order"], context=STORED)
         quoted = Decimal(draft.payload["quote"]["total"])
-        if order.total != quoted:
-            # Raising rolls the whole transaction back: no order, stock untouched.
-            raise PriceChanged(
-                f"prices changed since the draft: total is now {order.total}"
-                f" {order.currency}, not {quoted}",
-                hint="call place_order again and read the new total to the customer",
-            )
+
+        def same_total(total: Decimal, currency: str) -> None:
+            if total != quoted:
+                raise PriceChanged(
+                    f"prices changed since the draft: total is now {total}"
+                    f" {currency}, not {quoted}",
+                    hint="call place_order again and read the new total to the customer",
+                )
+
+        order = await orders.insert_order(conn, new, by=by, check=same_total)
     else:
         assert draft.order_id is not None
         order = await orders.cancel_order(
@@ -445,39 +502,6 @@ async def _carry_out(
     updated = await cur.fetchone()
     assert updated is not None
     return Confirmation(draft=Draft.model_validate(updated), order=order, repeated=False)
-
-
-DUPLICATE_WINDOW = timedelta(minutes=30)
-
-
-async def recent_duplicate(conn: Conn, draft: Draft) -> str | None:
-    """The number of an order this conversation confirmed in the last 30 minutes with the same
-    items and address as `draft`: a stray "yes" must not order the same things twice."""
-    order = draft.payload["order"]
-    cur = await conn.execute(
-        "select o.order_number, o.line_items, o.shipping_address from agent_orders.drafts d"
-        " join agent_orders.orders o on o.id = d.order_id"
-        " where d.agent_id = %(agent)s and d.conversation_id = %(conv)s and d.kind = 'order'"
-        " and d.confirmed_at > now() - %(window)s and o.status <> 'cancelled'"
-        " order by d.confirmed_at desc limit 20",
-        {"agent": draft.agent_id, "conv": draft.conversation_id, "window": DUPLICATE_WINDOW},
-    )
-
-    def items(lines: list[dict[str, Any]]) -> dict[str, int]:
-        total: dict[str, int] = {}
-        for ln in lines:
-            if ln.get("sku"):
-                total[ln["sku"]] = total.get(ln["sku"], 0) + int(ln["quantity"])
-        return total
-
-    wanted = items(order["items"])
-    for row in await cur.fetchall():
-        same_address = {k: v for k, v in row["shipping_address"].items() if v} == {
-            k: v for k, v in order["shipping_address"].items() if v
-        }
-        if same_address and items(row["line_items"]) == wanted:
-            return str(row["order_number"])
-    return None
 
 
 async def purge_expired(conn: Conn, *, keep_days: int = 7, limit: int = 1000) -> int:

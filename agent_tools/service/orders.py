@@ -7,6 +7,7 @@ import json
 import re
 import secrets
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -175,10 +176,16 @@ async def create_order(
 
 
 async def insert_order(
-    conn: Conn, new: NewOrder, *, by: Provenance, owner_id: UUID | None = None
+    conn: Conn,
+    new: NewOrder,
+    *,
+    by: Provenance,
+    owner_id: UUID | None = None,
+    check: Callable[[Decimal, str], None] | None = None,
 ) -> Order:
     """`create_order`'s work inside a transaction the caller has open (and rolls back if this
-    raises), without a savepoint of its own."""
+    raises), without a savepoint of its own. `check(total, currency)` may refuse the priced
+    order before anything is written."""
     agent, lines, tracked = await _price_catalog_lines(conn, new, owner_id)
     lines += [
         LineItem(
@@ -196,6 +203,8 @@ async def insert_order(
         raise ValidationFailed(
             f"the order total exceeds {MAX_MONEY}", field="items", hint="split the order"
         )
+    if check is not None:
+        check(subtotal + fee, agent["currency"])
     params = {
         "agent": new.agent_id,
         "owner": agent["owner_id"],

@@ -12,6 +12,7 @@ from typing import Any
 from uuid import UUID
 
 import jsonschema
+import jsonschema_rs
 import pydantic
 from jsonschema.exceptions import best_match
 
@@ -193,6 +194,12 @@ class Toolkit:
         self._validators = {
             t.name: jsonschema.Draft202012Validator(t.schema) for t in self.tools.values()
         }
+        # The same schemas compiled: a valid call (nearly every one) costs about 1 us instead
+        # of 100; only an invalid one is walked again by `jsonschema` for its best error.
+        self._fast = {
+            t.name: jsonschema_rs.Draft202012Validator(t.schema, validate_formats=False)
+            for t in self.tools.values()
+        }
         self._owns_db = owns_db
 
     @classmethod
@@ -283,9 +290,10 @@ class Toolkit:
             )
         try:
             raw = _decode(arguments)
-            error = best_match(self._validators[tool.name].iter_errors(raw))
-            if error is not None:
-                raise _explain(error)
+            if not self._valid(tool.name, raw):
+                error = best_match(self._validators[tool.name].iter_errors(raw))
+                if error is not None:
+                    raise _explain(error)
             _check_text(raw)
             try:
                 args = tool.args.model_validate(raw)
@@ -307,6 +315,12 @@ class Toolkit:
                     "hint": "apologise and offer to try again in a moment",
                 },
             }
+
+    def _valid(self, name: str, raw: Any) -> bool:
+        try:
+            return bool(self._fast[name].is_valid(raw))
+        except Exception:  # a value JSON has no type for (a host's own dict): ask jsonschema
+            return False
 
     async def pending(self, ctx: ToolContext, draft_id: str) -> PendingDraft | None:
         """The open draft a host is about to ask the human about itself (MCP elicitation, an

@@ -216,7 +216,7 @@ async def place_order(inv: Invocation, a: PlaceOrderArgs) -> Result:
     if draft.replaces:
         result["replaces_draft_id"] = draft.replaces[0]
         result["next"] += f" Draft {draft.replaces[0]} is replaced and can no longer be confirmed."
-    duplicate = await drafts.recent_duplicate(inv.conn, draft)
+    duplicate = draft.repeats
     if duplicate is not None:
         result["warning"] = {"code": "possible_duplicate", "order_number": duplicate}
         result["next"] = (
