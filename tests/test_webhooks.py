@@ -552,3 +552,30 @@ async def test_events_past_retention_are_trimmed_unless_still_being_delivered(
         feed = await feed_when(api, 2)
         assert {e["data"]["order"]["id"] for e in feed["events"]} == {stuck["id"], recent["id"]}
         assert (await api.get(f"/api/orders/{old['id']}")).json()["status_history"]
+
+
+async def test_a_slow_endpoint_does_not_hold_up_the_mail(
+    db: Database, store: Agent, api: httpx.AsyncClient
+) -> None:
+    """Webhooks and mails take turns for the deliverer's slots: with every slot taken by a
+    slow endpoint's webhooks, the confirmation mails still go out meanwhile."""
+    with receiver(delay=1.0) as hook:
+        await register(api, hook.url)
+        for _ in range(8):
+            assert (await api.post("/api/orders/", json=new_order(store))).status_code == 201
+        async with delivering(db, settings(**FAST, delivery_concurrency=2)):
+            async with db.connection() as conn:
+
+                async def kept() -> int:
+                    cur = await conn.execute(
+                        "select count(*) as n from agent_orders.mail_messages where state = 'kept'"
+                    )
+                    row = await cur.fetchone()
+                    return int(row["n"]) if row else 0
+
+                for _ in range(400):
+                    if await kept() == 8:
+                        break
+                    await asyncio.sleep(0.02)
+                assert await kept() == 8
+            assert len(hook.received) < 8

@@ -66,15 +66,19 @@ class Deliverer:
             limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
         )
         listener = asyncio.create_task(self._listen())
+        turn = 0
         try:
             while not self._stopping.is_set():
                 self._wake.clear()
                 await self._trim_when_due()
                 room = concurrency - len(self._inflight)
                 started = 0
-                # Webhooks first, each kind in its own short transaction, so a claimed
-                # webhook is on its way before the mails are even looked at.
-                for claim in (self._claim_webhooks, self._claim_mails):
+                # Each kind in its own short transaction, so a claimed job is on its way
+                # before the other kind is looked at; the kinds take turns going first, so
+                # a backlog of one (a slow endpoint's webhooks) never starves the other.
+                kinds = (self._claim_webhooks, self._claim_mails)
+                turn += 1
+                for claim in kinds[turn % 2 :] + kinds[: turn % 2]:
                     if room - started <= 0:
                         break
                     try:
