@@ -165,6 +165,17 @@ def _memory_gb() -> float | None:
     return None
 
 
+def source_state() -> dict[str, Any]:
+    """The commit the figures come from and whether the tree differed from it. Taken once,
+    before any result file is rewritten: the results are tracked files, so asking after the
+    first one is written would call every later run dirty (and a dirty run clean, if it
+    only changed results)."""
+    return {
+        "commit": _git("rev-parse", "--short=12", "HEAD") or None,
+        "dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+    }
+
+
 def machine_info(postgres_version: str) -> dict[str, Any]:
     """What the figures came from; no host names or paths."""
     return {
@@ -238,14 +249,22 @@ class Result:
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
 
-    def write(self, machine: dict[str, Any], started: datetime, duration: float) -> Path:
+    def write(
+        self,
+        machine: dict[str, Any],
+        started: datetime,
+        duration: float,
+        source: dict[str, Any],
+    ) -> Path:
+        """`source`: `source_state()` as it was before the run started."""
         RESULTS.mkdir(parents=True, exist_ok=True)
         record = {
             "scenario": self.scenario,
             "started_at": started.isoformat(timespec="seconds"),
             "duration_s": round(duration, 1),
-            "commit": _git("rev-parse", "--short=12", "HEAD") or None,
-            "dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+            "commit": source["commit"],
+            "dirty": source["dirty"],
+            "load_average_1m": round(os.getloadavg()[0], 2),
             "machine": machine,
             "parameters": self.parameters,
             "figures": [_rounded(asdict(f)) for f in self.figures],

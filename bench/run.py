@@ -26,7 +26,7 @@ if __package__ in (None, ""):  # `python bench/run.py`: import from the checkout
     # `bench/http.py` not shadow the standard library's `http`.
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-from bench.harness import machine_info, now, postgres_version, server_url
+from bench.harness import machine_info, now, postgres_version, server_url, source_state
 
 SCENARIOS = ("scale", "search", "create", "dispatch", "tokens", "http", "mcp", "webhooks")
 
@@ -51,6 +51,9 @@ def _missing(module: ModuleType) -> list[str]:
 
 
 async def _run(names: list[str], opts: Options) -> int:
+    source = source_state()  # before any result file is rewritten
+    if source["dirty"]:
+        print("note: the working tree differs from its commit; results are marked dirty")
     machine = machine_info(await postgres_version(server_url()))
     failed = skipped = 0
     for name in names:
@@ -69,7 +72,7 @@ async def _run(names: list[str], opts: Options) -> int:
             failed += 1
             continue
         print(result.table())
-        path = result.write(machine, started, time.perf_counter() - t0)
+        path = result.write(machine, started, time.perf_counter() - t0, source)
         print(
             f"-> {path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path.name}"
             f" ({time.perf_counter() - t0:.0f} s)"

@@ -120,7 +120,12 @@ def _new_order(store: Store, rnd: random.Random) -> dict[str, Any]:
     return {
         "agent_id": store.agent.id,
         "customer": {"name": "Bench Customer", "email": f"new{c}@example.com"},
-        "shipping_address": {"line1": "1 Main St", "city": "Portland", "country": "US"},
+        "shipping_address": {
+            "line1": "1 Main St",
+            "city": "Portland",
+            "postal_code": "97201",
+            "country": "US",
+        },
         "items": [
             {"sku": sku, "quantity": rnd.choice((1, 2))}
             for sku, _, _ in rnd.sample(store.products, rnd.choice((1, 2)))
