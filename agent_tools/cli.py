@@ -211,6 +211,9 @@ def _serve(host: str, port: int, workers: int | None, forwarded_allow_ips: str |
     # Workers are separate processes: they find the database (the embedded server this
     # process started, if any) through the environment.
     os.environ["DATABASE_URL"] = resolve_url()
+    # How many share this host's limits (more than one without Redis: counted in PostgreSQL).
+    workers = workers or default_workers()
+    os.environ["AGENT_ORDERS_WORKERS"] = str(workers)
     get_settings.cache_clear()
     get_api_settings.cache_clear()
     # After its graceful shutdown uvicorn raises the SIGTERM it caught again. Its default
@@ -222,7 +225,7 @@ def _serve(host: str, port: int, workers: int | None, forwarded_allow_ips: str |
         factory=True,
         host=host,
         port=port,
-        workers=workers or default_workers(),
+        workers=workers,
         # h11 reads a request head only up to this size (httptools has no limit): a megabyte
         # of headers is refused with a 400 before the app is asked anything.
         http="h11",

@@ -17,13 +17,13 @@ from starlette.routing import Route
 from agent_tools.db import Database
 from agent_tools.delivery.worker import Deliverer
 from agent_tools.integrations import mcp
-from agent_tools.service import drafts, idempotency
+from agent_tools.service import drafts, idempotency, ratelimits
 from agent_tools.tools import Toolkit
 from api import accesslog, docs, pages, problems
 from api.auth import JwtVerifier
 from api.bodylimit import BodyLimit
 from api.deps import AppState
-from api.ratelimit import TrackingLimiter
+from api.ratelimit import make_limiter
 from api.routes import (
     agents,
     confirm,
@@ -67,13 +67,15 @@ Supabase Auth access token. Errors are RFC 9457 `application/problem+json` with 
 
 
 async def _housekeeping(db: Database, every: float) -> None:
-    """At start and then every `every` seconds: purge expired idempotency keys and drafts
-    that expired unconfirmed. Each worker runs it; the purges skip rows another one holds."""
+    """At start and then every `every` seconds: purge expired idempotency keys, drafts
+    that expired unconfirmed and ended rate-limit windows. Each worker runs it; the purges
+    skip rows another one holds."""
     while True:
         try:
             async with db.connection() as conn:
                 await idempotency.purge_expired(conn)
                 await drafts.purge_expired(conn)
+                await ratelimits.purge(conn)
         except Exception:
             # The database may be away for a moment; the next round tries again.
             log.warning("housekeeping failed", exc_info=True)
@@ -87,7 +89,8 @@ def create_app(*, database: Database | None = None, settings: ApiSettings | None
     state = AppState(
         settings=settings,
         verifier=JwtVerifier(settings),
-        track_limiter=TrackingLimiter(settings),
+        # The pool as the app holds it (opened by the lifespan, below).
+        track_limiter=make_limiter(settings, lambda: getattr(app.state, "db", None)),
     )
     accesslog.install()
 

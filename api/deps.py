@@ -17,7 +17,7 @@ from agent_tools.errors import Unavailable
 from agent_tools.service import api_keys
 from agent_tools.service.idempotency import MAX_KEY_LENGTH
 from api.auth import JwtVerifier, Unauthorized
-from api.ratelimit import TrackingLimiter
+from api.ratelimit import Limiter
 from api.settings import ApiSettings
 
 
@@ -28,7 +28,7 @@ class AppState:
 
     settings: ApiSettings
     verifier: JwtVerifier
-    track_limiter: TrackingLimiter
+    track_limiter: Limiter
 
 
 # Dependencies are `async def` even when they do not await: FastAPI runs a plain `def` in its

@@ -1,11 +1,12 @@
 """Rate limits on the public tracking lookups, on the `limits` library.
 
 With `REDIS_URL` every worker (on any host) counts in the same Redis, so N workers do not
-make N times the limit; without it each process counts in a bounded memory store. Clients
-are keyed by IP address only: an IPv6 client by its /64 (one customer line gets a whole
-/64, so rotating within it changes nothing), anything that is not an address in one shared
-bucket. Who the client is comes from uvicorn, which trusts `X-Forwarded-For` only from the
-proxies given to `agent-orders serve --forwarded-allow-ips` (none by default).
+make N times the limit. Without it, several workers (`agent-orders serve` starts one per CPU)
+count in PostgreSQL, one statement a lookup; a single worker counts in a bounded memory
+store. Clients are keyed by IP address only: an IPv6 client by its /64 (one customer line
+gets a whole /64, so rotating within it changes nothing), anything that is not an address in
+one shared bucket. Who the client is comes from uvicorn, which trusts `X-Forwarded-For` only
+from the proxies given to `agent-orders serve --forwarded-allow-ips` (none by default).
 """
 
 from __future__ import annotations
@@ -15,13 +16,17 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from datetime import datetime
+from typing import Protocol
 
 from limits import RateLimitItem, RateLimitItemPerHour, RateLimitItemPerMinute
 from limits.aio.storage import RedisStorage, Storage
 from limits.aio.strategies import FixedWindowRateLimiter
 from limits.errors import StorageError
 
+from agent_tools.db import Database
 from agent_tools.errors import Unavailable
+from agent_tools.service import ratelimits
 from api.problems import ApiError
 from api.settings import ApiSettings
 
@@ -165,3 +170,65 @@ class TrackingLimiter:
             await self.limiter.hit(self.failures, "track-failed")
         except StorageError as exc:
             raise Unavailable("the rate limit store is unreachable", hint="retry") from exc
+
+
+class Limiter(Protocol):
+    async def hit(self, host: str | None) -> None: ...
+
+    async def failed(self) -> None: ...
+
+
+def _refusal(resets_at: datetime, message: str) -> RateLimited:
+    wait = max(1, math.ceil(resets_at.timestamp() - time.time()))
+    return RateLimited(
+        message, hint=f"retry in {wait} s", headers={"Retry-After": str(wait)}, retry_after=wait
+    )
+
+
+FAILED_KEY = "track-failed:60"
+
+
+class SharedTrackingLimiter:
+    """`TrackingLimiter`'s limits counted in PostgreSQL, shared by every worker on the
+    database: the two windows of the client and a look at everyone's failures in one
+    statement per lookup."""
+
+    def __init__(self, settings: ApiSettings, database: Callable[[], Database | None]) -> None:
+        self.database = database
+        self.per_client = (
+            (60.0, settings.track_burst),
+            (3600.0, max(1, math.floor(settings.track_per_minute * 60))),
+        )
+        self.failures = settings.track_failed_per_minute
+
+    def _db(self) -> Database:
+        db = self.database()
+        if db is None:
+            raise Unavailable("the server is starting or stopping", hint="retry in a moment")
+        return db
+
+    async def hit(self, host: str | None) -> None:
+        key = client_key(host)
+        windows = [(f"track:{key}:{seconds:.0f}", seconds) for seconds, _ in self.per_client]
+        async with self._db().reader() as conn:
+            counts = await ratelimits.hit(conn, windows, watch=FAILED_KEY)
+        for (name, _), (_, limit) in zip(windows, self.per_client, strict=True):
+            if counts[name].hits > limit:
+                raise _refusal(
+                    counts[name].resets_at, "too many tracking lookups from this address"
+                )
+        failed = counts.get(FAILED_KEY)
+        if failed is not None and failed.hits >= self.failures:
+            raise _refusal(failed.resets_at, "too many failed tracking lookups right now")
+
+    async def failed(self) -> None:
+        async with self._db().reader() as conn:
+            await ratelimits.hit(conn, [(FAILED_KEY, 60.0)])
+
+
+def make_limiter(settings: ApiSettings, database: Callable[[], Database | None]) -> Limiter:
+    """Redis when configured; PostgreSQL when several workers must share without it; else
+    one process's memory."""
+    if settings.workers > 1 and not settings.redis_url:
+        return SharedTrackingLimiter(settings, database)
+    return TrackingLimiter(settings)

@@ -31,6 +31,10 @@ class ApiSettings(Settings):
     track_max_clients: int = Field(100_000, ge=1, validation_alias="AGENT_ORDERS_TRACK_MAX_CLIENTS")
     """Client addresses the in-memory limiter remembers (without `REDIS_URL`)."""
 
+    workers: int = Field(1, ge=1, validation_alias="AGENT_ORDERS_WORKERS")
+    """Server processes serving this app on this host (`agent-orders serve` sets it). More
+    than one without `REDIS_URL`: the tracking limits are counted in PostgreSQL, shared."""
+
     redis_key_prefix: str = Field("agent-orders", validation_alias="AGENT_ORDERS_REDIS_PREFIX")
     """Prefix of every Redis key this server writes."""
 

@@ -101,6 +101,33 @@ async def test_two_workers_share_one_limit_through_redis(
         await r.aclose()
 
 
+async def test_workers_without_redis_share_the_limits_through_postgresql(
+    db: Database, order: Order
+) -> None:
+    """Two app instances of a several-worker server (no Redis): one client's lookups and
+    everyone's failures are counted in the database they share."""
+    shared = {"workers": 2, "track_burst": 4, "track_failed_per_minute": 2}
+    first, second = make_app(db, **shared), make_app(db, **shared)
+    path = f"/api/orders/track/{order.order_number}"
+    codes = []
+    async with client(first, "198.51.100.9") as a, client(second, "198.51.100.9") as b:
+        for api in (a, b, a, b, a, b):
+            codes.append((await api.get(path)).status_code)
+        limited = await b.get(path)
+    assert codes == [200, 200, 200, 200, 429, 429]
+    assert 1 <= int(limited.headers["Retry-After"]) <= 60
+    async with client(first, "198.51.100.10") as a, client(second, "198.51.100.11") as b:
+        assert (await a.get(path)).status_code == 200  # another address, its own count
+        assert_problem(await a.get("/api/orders/track/ORD-2020-000001"), 404, "not_found")
+        assert_problem(await b.get("/api/orders/track/ORD-2020-000002"), 404, "not_found")
+        # Two misses, one on each worker: every lookup now waits, on either of them.
+        refused = assert_problem(await a.get(path), 429, "rate_limited")
+        assert "failed" in refused["detail"]
+    async with db.connection() as conn:
+        cur = await conn.execute("select count(*) as n from agent_orders.rate_limits")
+        assert (await cur.fetchone() or {}).get("n", 0) >= 3
+
+
 async def test_an_unreachable_redis_is_a_503_not_a_500(db: Database, order: Order) -> None:
     app = make_app(db, redis_url="redis://127.0.0.1:1/0")
     async with client(app) as api:

@@ -1,0 +1,57 @@
+"""Fixed-window counters in PostgreSQL, for limits every server process must share.
+
+One statement counts a hit in several windows at once and reads another counter beside them,
+so a rate-limited request costs one round trip. A window starts at its key's first hit and
+ends `seconds` later; the next hit after that starts a new one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from agent_tools.db import Conn
+
+_HIT = (
+    "with hit as ("
+    " insert into agent_orders.rate_limits as r (key, hits, resets_at)"
+    " select k, 1, now() + make_interval(secs => s)"
+    " from unnest(%(keys)s::text[], %(seconds)s::float8[]) as v(k, s)"
+    " on conflict (key) do update set"
+    " hits = case when r.resets_at <= now() then 1 else r.hits + 1 end,"
+    " resets_at = case when r.resets_at <= now() then excluded.resets_at else r.resets_at end"
+    " returning key, hits, resets_at"
+    ") select key, hits, resets_at from hit"
+    " union all select key, hits, resets_at from agent_orders.rate_limits"
+    " where key = %(watch)s and resets_at > now()"
+)
+
+
+@dataclass(frozen=True)
+class Window:
+    key: str
+    hits: int
+    """Hits in the current window, this one included."""
+    resets_at: datetime
+
+
+async def hit(
+    conn: Conn, windows: list[tuple[str, float]], *, watch: str | None = None
+) -> dict[str, Window]:
+    """Count one hit in each (key, window seconds); also read the live window of `watch`
+    without counting. Returns the windows by key (`watch` absent while it has none)."""
+    cur = await conn.execute(
+        _HIT,
+        {
+            "keys": [k for k, _ in windows],
+            "seconds": [s for _, s in windows],
+            "watch": watch,
+        },
+    )
+    return {r["key"]: Window(r["key"], r["hits"], r["resets_at"]) for r in await cur.fetchall()}
+
+
+async def purge(conn: Conn) -> int:
+    """Forget windows that have ended."""
+    cur = await conn.execute("delete from agent_orders.rate_limits where resets_at <= now()")
+    return cur.rowcount
