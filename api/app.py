@@ -26,13 +26,16 @@ from api.deps import AppState
 from api.ratelimit import make_limiter
 from api.routes import (
     agents,
+    bulk,
     confirm,
     events,
     health,
     keys,
     mail,
+    order_edits,
     orders,
     problem_reports,
+    returns,
     sessions,
     tracking,
     webhooks,
@@ -44,7 +47,10 @@ log = logging.getLogger(__name__)
 ROUTERS: tuple[APIRouter, ...] = (
     health.router,
     tracking.router,
+    bulk.router,
     orders.router,
+    order_edits.router,
+    returns.router,
     problem_reports.router,
     agents.router,
     keys.router,

@@ -13,7 +13,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import AfterValidator
 
 from agent_tools.db import Conn, Database
-from agent_tools.errors import Unavailable
+from agent_tools.errors import Unavailable, ValidationFailed
 from agent_tools.service import api_keys
 from agent_tools.service.idempotency import MAX_KEY_LENGTH
 from api.auth import JwtVerifier, Unauthorized
@@ -131,3 +131,18 @@ IdempotencyKey = Annotated[
         description="Retry safely: the same key and body within 24 h replay the first response.",
     ),
 ]
+
+
+IfMatch = Annotated[
+    str | None,
+    Header(alias="If-Match", max_length=32, description="The version the change is based on"),
+]
+
+
+def if_match_version(if_match: str) -> int:
+    """The order version in an `If-Match` header (`"3"`, `W/"3"` or `3`)."""
+    value = if_match.strip().removeprefix("W/").strip('"')
+    # ASCII only: superscripts and other scripts' digits pass str.isdigit() but not int().
+    if not (value.isascii() and value.isdigit()) or len(value) > 9:
+        raise ValidationFailed('If-Match must be the order\'s version, e.g. "3"', field="If-Match")
+    return int(value)

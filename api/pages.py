@@ -53,6 +53,12 @@ EVENT_LABELS = {
     "cancelled": "Cancelled",
     "problem_reported": "Problem reported",
     "problem_resolved": "Problem resolved",
+    "edited": "Order changed",
+    "return_requested": "Return requested",
+    "return_approved": "Return approved",
+    "return_rejected": "Return rejected",
+    "return_received": "Returned items received",
+    "return_refunded": "Return refunded",
 }
 CARRIERS = ["UPS", "USPS", "FedEx", "DHL"]
 """Suggested in the dashboard's ship form; each has a link in `tracking.CARRIER_LINKS`."""

@@ -7,6 +7,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 
 from agent_tools.models import Order, OrderEvent, OrderStatus, ProblemReport, Product, ProductIn
+from agent_tools.models.changes import Return
 from agent_tools.service.api_keys import ApiKey
 from agent_tools.service.catalog import MAX_BATCH
 
@@ -20,6 +21,8 @@ class OrderDetail(Order):
     """The customer's tracking link (carries the order's tracking token)."""
     problems: list[ProblemReport]
     """Problems the customer reported on this order (open and resolved cases), oldest first."""
+    returns: list[Return]
+    """Returns of this order's items, oldest first."""
 
 
 class ProductsIn(BaseModel):

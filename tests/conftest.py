@@ -152,8 +152,9 @@ def order_data(
 
 
 async def census(db: Database) -> dict[str, Any]:
-    """Everything the service or a tool could write: orders, events, drafts (and their
-    state), stock; compared before and after a refused call to show nothing was written."""
+    """Everything the service or a tool could write: orders (and their versions), events,
+    drafts (and their state), returns, stock; compared before and after a refused call to
+    show nothing was written."""
     async with db.connection() as conn:
         cur = await conn.execute(
             "select (select count(*) from agent_orders.orders) as orders,"
@@ -163,6 +164,8 @@ async def census(db: Database) -> dict[str, Any]:
             "   as confirmed,"
             " (select count(*) from agent_orders.orders where status = 'cancelled') as cancelled,"
             " (select count(*) from agent_orders.problem_reports) as problems,"
+            " (select count(*) from agent_orders.returns) as returns,"
+            " (select coalesce(sum(version), 0) from agent_orders.orders) as versions,"
             " (select json_object_agg(sku, stock) from agent_orders.products) as stock"
         )
         row = await cur.fetchone()

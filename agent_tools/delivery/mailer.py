@@ -40,6 +40,10 @@ SUBJECTS = {
     "shipped": "Your order {number} is on its way",
     "delivered": "Your order {number} was delivered",
     "cancelled": "Your order {number} is cancelled",
+    "return_requested": "We received your return request for order {number}",
+    "return_approved": "Your return for order {number} is approved",
+    "return_rejected": "About your return for order {number}",
+    "return_refunded": "Your refund for order {number}",
 }
 
 

@@ -20,6 +20,7 @@ Keyword = Annotated[
     str, StringConstraints(strip_whitespace=True, to_lower=True, min_length=1, max_length=60)
 ]
 MAX_KEYWORDS = 20
+ReturnWindow = Annotated[int, Field(ge=0, le=365)]
 
 
 class ConfirmationMode(StrEnum):
@@ -41,6 +42,11 @@ class AgentIn(_In):
     """How the customer's final yes to an order or cancellation reaches the store."""
     language: Language = "en"
     """The catalog's language: the model searches in it and reads product names as written."""
+    return_window_days: ReturnWindow = 30
+    """Days after delivery a customer may ask to return items; 0: no returns."""
+    editable_while_processing: bool = False
+    """Whether orders can still be edited while `processing` (always while pending or
+    confirmed; never once packaged)."""
 
 
 class AgentSettings(_In):
@@ -49,6 +55,8 @@ class AgentSettings(_In):
     shipping_fee: Money | None = None
     confirmation: ConfirmationMode | None = None
     language: Language | None = None
+    return_window_days: ReturnWindow | None = None
+    editable_while_processing: bool | None = None
 
 
 class Agent(BaseModel):
@@ -59,6 +67,8 @@ class Agent(BaseModel):
     shipping_fee: Decimal
     confirmation: ConfirmationMode
     language: str = "en"
+    return_window_days: int = 30
+    editable_while_processing: bool = False
     created_at: datetime
     updated_at: datetime
 

@@ -9,7 +9,8 @@ from agent_tools.errors import UnknownAgent, parse
 from agent_tools.models import Agent, AgentIn, AgentSettings
 
 _COLUMNS = (
-    "id, owner_id, name, currency, shipping_fee, confirmation, language, created_at, updated_at"
+    "id, owner_id, name, currency, shipping_fee, confirmation, language, return_window_days,"
+    " editable_while_processing, created_at, updated_at"
 )
 
 
@@ -17,8 +18,9 @@ async def create_agent(conn: Conn, owner_id: UUID, data: AgentIn | dict[str, obj
     new = parse(AgentIn, data)
     cur = await conn.execute(
         "insert into agent_orders.agents"
-        " (owner_id, name, currency, shipping_fee, confirmation, language)"
-        " values (%(owner)s, %(name)s, %(currency)s, %(fee)s, %(confirmation)s, %(language)s)"
+        " (owner_id, name, currency, shipping_fee, confirmation, language, return_window_days,"
+        " editable_while_processing) values (%(owner)s, %(name)s, %(currency)s, %(fee)s,"
+        " %(confirmation)s, %(language)s, %(window)s, %(processing)s)"
         " returning " + _COLUMNS,
         {
             "owner": owner_id,
@@ -27,6 +29,8 @@ async def create_agent(conn: Conn, owner_id: UUID, data: AgentIn | dict[str, obj
             "fee": new.shipping_fee,
             "confirmation": new.confirmation,
             "language": new.language,
+            "window": new.return_window_days,
+            "processing": new.editable_while_processing,
         },
     )
     row = await cur.fetchone()
@@ -71,6 +75,8 @@ async def update_agent(
         " shipping_fee = coalesce(%(fee)s, shipping_fee),"
         " confirmation = coalesce(%(confirmation)s, confirmation),"
         " language = coalesce(%(language)s, language),"
+        " return_window_days = coalesce(%(window)s, return_window_days),"
+        " editable_while_processing = coalesce(%(processing)s, editable_while_processing),"
         " updated_at = now()"
         " where id = %(id)s and (%(owner)s::uuid is null or owner_id = %(owner)s)"
         " returning " + _COLUMNS,
@@ -82,6 +88,8 @@ async def update_agent(
             "fee": change.shipping_fee,
             "confirmation": change.confirmation,
             "language": change.language,
+            "window": change.return_window_days,
+            "processing": change.editable_while_processing,
         },
     )
     row = await cur.fetchone()

@@ -1,4 +1,5 @@
-"""Drafts: an order or cancellation the agent proposed, carried out only on the customer's yes.
+"""Drafts: an order, cancellation, edit or return the agent proposed, carried out only on the
+customer's yes.
 
 A draft belongs to one agent and one conversation and remembers the customer turn in which it
 was made. The customer's yes reaches the server one of three ways (`Consent`): a later
@@ -27,8 +28,9 @@ from pydantic import BaseModel
 from agent_tools.db import Conn
 from agent_tools.errors import NotFound, OrderError, parse
 from agent_tools.models import Actor, ConfirmationMode, LineItem, NewOrder, Order, Provenance
+from agent_tools.models.changes import EditPlan
 from agent_tools.models.common import STORED
-from agent_tools.service import catalog, orders
+from agent_tools.service import catalog, edits, orders, returns
 
 _COLUMNS = (
     "id, kind, agent_id, conversation_id, turn, payload, order_id, created_at, expires_at,"
@@ -85,7 +87,7 @@ class PriceChanged(OrderError):
 
 class Draft(BaseModel):
     id: str
-    kind: Literal["order", "cancel"]
+    kind: Literal["order", "cancel", "modify", "return"]
     agent_id: UUID
     conversation_id: str
     turn: int
@@ -344,6 +346,44 @@ async def draft_cancel(
         )
 
 
+async def draft_change(
+    conn: Conn,
+    order: Order,
+    kind: Literal["modify", "return"],
+    payload: dict[str, Any],
+    *,
+    conversation_id: str,
+    turn: int,
+    ttl_seconds: int,
+    key: bytes,
+) -> Draft:
+    """Propose editing `order` or returning items of it (`payload` is the service's, as
+    JSON). The same proposal while its draft is open returns that draft; another one replaces
+    the conversation's open drafts of this kind: only the latest summary can be confirmed."""
+    async with conn.transaction():
+        await _lock_conversation(conn, order.agent_id, conversation_id)
+        existing = await _open_draft(conn, order.agent_id, conversation_id, kind, order.id)
+        if existing is not None and existing.payload == payload:
+            return existing
+        await conn.execute(
+            "update agent_orders.drafts set expires_at = now()"
+            " where agent_id = %(agent)s and conversation_id = %(conv)s and kind = %(kind)s"
+            " and confirmed_at is null and expires_at > now()",
+            {"agent": order.agent_id, "conv": conversation_id, "kind": kind},
+        )
+        return await _insert(
+            conn,
+            kind=kind,
+            agent_id=order.agent_id,
+            conversation_id=conversation_id,
+            turn=turn,
+            payload=payload,
+            order_id=order.id,
+            ttl_seconds=ttl_seconds,
+            key=key,
+        )
+
+
 async def find(conn: Conn, draft_id: str, *, agent_id: UUID, conversation_id: str) -> Draft | None:
     """A draft of this agent and conversation, confirmed or not, expired or not."""
     cur = await conn.execute(
@@ -409,7 +449,8 @@ async def confirm(
     if found is None:
         raise NotFound(
             f"no draft {draft_id!r} in this conversation",
-            hint="use the draft_id returned by place_order or cancel_order",
+            hint="use the draft_id the last draft returned (place_order, cancel_order,"
+            " modify_order or request_return)",
         )
     draft, expired = found
     consent = Consent.approval if approved else Consent.turn if turn > draft.turn else None
@@ -485,7 +526,7 @@ async def _carry_out(
                 )
 
         order = await orders.insert_order(conn, new, by=by, check=same_total)
-    else:
+    elif draft.kind == "cancel":
         assert draft.order_id is not None
         order = await orders.cancel_order(
             conn,
@@ -494,6 +535,38 @@ async def _carry_out(
             by=by,
             agent_id=draft.agent_id,
         )
+    elif draft.kind == "modify":
+        assert draft.order_id is not None
+        promised = Decimal(draft.payload["total"])
+
+        def same_new_total(plan: EditPlan) -> None:
+            if plan.after.total != promised:
+                raise PriceChanged(
+                    f"prices changed since the draft: the new total would be"
+                    f" {plan.after.total} {plan.currency}, not {promised}",
+                    hint="call modify_order again and read the new total to the customer",
+                )
+
+        order, _ = await edits.apply(
+            conn,
+            draft.order_id,
+            draft.payload["edit"],
+            by=by,
+            agent_id=draft.agent_id,
+            check=same_new_total,
+        )
+    else:
+        assert draft.order_id is not None
+        await returns.request(
+            conn,
+            draft.order_id,
+            draft.payload["items"],
+            reason=draft.payload.get("reason"),
+            by=by,
+            draft_id=draft.id,
+            agent_id=draft.agent_id,
+        )
+        order = await orders.get_order(conn, draft.order_id)
     cur = await conn.execute(
         "update agent_orders.drafts set order_id = %(order)s, confirmed_at = now()"
         " where id = %(id)s returning " + _COLUMNS,

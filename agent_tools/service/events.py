@@ -42,6 +42,12 @@ EVENT_TYPES: tuple[str, ...] = (
     "order.cancelled",
     "order.tracking_updated",
     "order.note_added",
+    "order.edited",
+    "order.return_requested",
+    "order.return_approved",
+    "order.return_rejected",
+    "order.return_received",
+    "order.return_refunded",
 )
 """The types of the order's own events. `order.status_changed` covers the moves without a type
 of their own (processing, packaged). Other capabilities register their kinds and types in

@@ -21,7 +21,6 @@ from agent_tools.errors import (
     CurrencyMismatch,
     InvalidTransition,
     NotFound,
-    UnknownAgent,
     ValidationFailed,
     VersionConflict,
     parse,
@@ -41,7 +40,7 @@ from agent_tools.models import (
     StatusChange,
     allowed_next,
 )
-from agent_tools.service import catalog
+from agent_tools.service import catalog, stock
 
 COLUMNS = (
     "id, order_number, agent_id, owner_id, conversation_id, customer_name, customer_email,"
@@ -70,7 +69,17 @@ def _money(value: Decimal) -> str:
     return str(value.quantize(Decimal("0.01")))
 
 
-def _line_json(line: LineItem) -> dict[str, Any]:
+def checked_subtotal(lines: list[LineItem], shipping_fee: Decimal) -> Decimal:
+    """The lines' sum, refused when the total with shipping would not fit numeric(12,2)."""
+    subtotal = sum((ln.line_total for ln in lines), Decimal("0.00"))
+    if subtotal + shipping_fee > MAX_MONEY:
+        raise ValidationFailed(
+            f"the order total exceeds {MAX_MONEY}", field="items", hint="split the order"
+        )
+    return subtotal
+
+
+def line_json(line: LineItem) -> dict[str, Any]:
     return {
         "sku": line.sku,
         "name": line.name,
@@ -80,18 +89,6 @@ def _line_json(line: LineItem) -> dict[str, Any]:
         "stock_reserved": line.stock_reserved,
     }
 
-
-_LOCK_CATALOG = (
-    "select a.owner_id, a.currency, a.shipping_fee,"
-    " p.id, p.sku, p.name, p.unit_price, p.stock, p.active"
-    " from agent_orders.agents a left join lateral ("
-    "   select id, sku, name, unit_price, stock, active from agent_orders.products"
-    "   where agent_id = a.id and sku = any(%(skus)s) order by id for update"
-    " ) p on true"
-    " where a.id = %(agent)s and (%(owner)s::uuid is null or a.owner_id = %(owner)s)"
-)
-"""The agent, and its products for the order locked in id order (so two orders, or an order
-and a cancellation, never deadlock): one round trip. No product matched: one row of nulls."""
 
 _INSERT = sql.SQL(
     "with o as ("
@@ -128,20 +125,13 @@ async def _price_catalog_lines(
     wanted: dict[str, int] = defaultdict(int)
     for item in new.items:
         wanted[item.sku] += item.quantity
-    cur = await conn.execute(
-        _LOCK_CATALOG, {"agent": new.agent_id, "owner": owner_id, "skus": list(wanted)}
-    )
-    found = await cur.fetchall()
-    if not found:
-        raise UnknownAgent(new.agent_id)
-    agent = found[0]
+    agent, rows = await stock.lock_catalog(conn, new.agent_id, wanted, owner_id=owner_id)
     if new.currency is not None and new.currency != agent["currency"]:
         raise CurrencyMismatch(
             f"this store sells in {agent['currency']}, not {new.currency}",
             field="currency",
             expected=agent["currency"],
         )
-    rows = {r["sku"]: r for r in found if r["id"] is not None}
     catalog.check_available(wanted, {s: (r["active"], r["stock"]) for s, r in rows.items()})
     tracked = sorted((rows[s]["id"], q) for s, q in wanted.items() if rows[s]["stock"] is not None)
     lines = []
@@ -197,12 +187,8 @@ async def insert_order(
         )
         for c in new.custom_lines
     ]
-    subtotal = sum((ln.line_total for ln in lines), Decimal("0.00"))
     fee: Decimal = agent["shipping_fee"]
-    if subtotal + fee > MAX_MONEY:
-        raise ValidationFailed(
-            f"the order total exceeds {MAX_MONEY}", field="items", hint="split the order"
-        )
+    subtotal = checked_subtotal(lines, fee)
     if check is not None:
         check(subtotal + fee, agent["currency"])
     params = {
@@ -213,7 +199,7 @@ async def insert_order(
         "email": new.customer.email,
         "phone": new.customer.phone,
         "address": Jsonb(new.shipping_address.model_dump(exclude_none=True)),
-        "lines": Jsonb([_line_json(ln) for ln in lines]),
+        "lines": Jsonb([line_json(ln) for ln in lines]),
         "subtotal": subtotal,
         "fee": fee,
         "total": subtotal + fee,
@@ -363,29 +349,6 @@ async def get_order_with_events(
     return Order.model_validate(row), events
 
 
-async def _restock(conn: Conn, order: Order) -> None:
-    wanted: dict[str, int] = defaultdict(int)
-    for line in order.line_items:
-        if line.stock_reserved and line.sku:
-            wanted[line.sku] += line.quantity
-    if not wanted:
-        return
-    skus = sorted(wanted)
-    # Lock in id order, like order creation does, so the two never deadlock.
-    cur = await conn.execute(
-        "select id, sku from agent_orders.products where agent_id = %(agent)s"
-        " and sku = any(%(skus)s) and stock is not null order by id for update",
-        {"agent": order.agent_id, "skus": skus},
-    )
-    rows = await cur.fetchall()
-    if rows:
-        await conn.execute(
-            "update agent_orders.products p set stock = p.stock + v.q, updated_at = now()"
-            " from unnest(%(ids)s::uuid[], %(qs)s::int[]) as v(id, q) where p.id = v.id",
-            {"ids": [r["id"] for r in rows], "qs": [wanted[r["sku"]] for r in rows]},
-        )
-
-
 async def update_status(
     conn: Conn,
     key: UUID | str,
@@ -447,7 +410,7 @@ async def update_status(
         if at is not None:
             tracking["at"] = at.isoformat()
         if target == OrderStatus.cancelled:
-            await _restock(conn, order)
+            await stock.give_back(conn, order.agent_id, order.line_items)
         cur = await conn.execute(
             sql.SQL(
                 "update agent_orders.orders set status = %(status)s, version = version + 1,"

@@ -6,10 +6,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from agent_tools.db import Conn
+from agent_tools.errors import OrderError
 from agent_tools.models import ConfirmationMode
-from agent_tools.service import drafts, orders
+from agent_tools.service import drafts, edits, orders
 from agent_tools.tools.context import ToolContext
-from agent_tools.tools.handlers.common import money
+from agent_tools.tools.handlers.common import money, ship_to
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,7 @@ async def pending(conn: Conn, ctx: ToolContext, draft_id: str) -> PendingDraft |
             f"{ln.quantity} x {ln.name} ({money(ln.unit_price, quote.currency)} each)"
             for ln in quote.lines
         )
-        ship_to = ", ".join(
+        where = ", ".join(
             str(address[k])
             for k in ("line1", "line2", "city", "postal_code", "country")
             if address.get(k)
@@ -47,10 +48,26 @@ async def pending(conn: Conn, ctx: ToolContext, draft_id: str) -> PendingDraft |
         question = (
             f"Place this order for {money(quote.total, quote.currency)}"
             f" (shipping {money(quote.shipping_fee, quote.currency)} included)? {lines}."
-            f" Ship to {order['customer']['name']}, {ship_to}."
+            f" Ship to {order['customer']['name']}, {where}."
         )
     else:
         assert draft.order_id is not None
         order_ = await orders.get_order(conn, draft.order_id, agent_id=ctx.agent_id)
-        question = f"Cancel order {order_.order_number} ({money(order_.total, order_.currency)})?"
+        number, cur = order_.order_number, order_.currency
+        if draft.kind == "modify":
+            try:
+                plan = await edits.preview(conn, order_.id, draft.payload["edit"])
+            except OrderError:
+                return None  # the order moved on: confirm_order will say why
+            lines = "; ".join(f"{ln.quantity} x {ln.name}" for ln in plan.after.line_items)
+            question = (
+                f"Change order {number}"
+                f" ({money(plan.before.total, cur)} -> {money(plan.after.total, cur)})?"
+                f" Items: {lines}. Ship to {ship_to(plan.after.shipping_address)}."
+            )
+        elif draft.kind == "return":
+            items = ", ".join(f"{i['quantity']} x {i['sku']}" for i in draft.payload["items"])
+            question = f"Ask to return {items} from order {number}?"
+        else:
+            question = f"Cancel order {number} ({money(order_.total, cur)})?"
     return PendingDraft(draft.id, draft.confirmation, question)

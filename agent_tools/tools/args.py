@@ -91,3 +91,34 @@ class ReportProblemArgs(Args):
     details: Annotated[str, Field(min_length=1, max_length=1000)] = Field(
         description="What the customer said happened"
     )
+
+
+class NewAddressArgs(Args):
+    """A changed shipping address: `AddressArgs` without the descriptions and limits the model
+    has already read in place_order (the order's own address model checks them)."""
+
+    line1: str
+    line2: str | None
+    city: str
+    region: str | None
+    postal_code: str | None
+    country: str
+    recipient_name: str | None
+    recipient_phone: str | None
+
+
+class ReturnItem(Args):
+    sku: str
+    quantity: Annotated[int, Field(ge=1, le=1000)]
+
+
+class ModifyOrderArgs(Args):
+    order_number: OrderNumber
+    items: list[Item] | None = Field(description="Complete new list; null: unchanged")
+    shipping_address: NewAddressArgs | None = Field(description="null: unchanged")
+
+
+class RequestReturnArgs(Args):
+    order_number: OrderNumber
+    items: list[ReturnItem] | None = Field(description="null: all")
+    reason: Note | None = Field(description="The customer's own words, or null")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Header, Path, Query, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from agent_tools.db import Conn
@@ -22,8 +22,8 @@ from agent_tools.models import (
     StatusChange,
     allowed_next,
 )
-from agent_tools.service import orders, problems, stats, tracking
-from api.deps import ConnDep, IdempotencyKey, Instant, OwnerDep
+from agent_tools.service import orders, problems, returns, stats, tracking
+from api.deps import ConnDep, IdempotencyKey, IfMatch, Instant, OwnerDep, if_match_version
 from api.idempotency import idempotent
 from api.problems import errors
 from api.schemas import OrderDetail
@@ -36,7 +36,7 @@ OrderKey = Annotated[
 ]
 
 
-async def _detail(conn: Conn, order: Order) -> OrderDetail:
+async def detail(conn: Conn, order: Order) -> OrderDetail:
     events = await orders.list_events(conn, order.id)
     key = await tracking.signing_key(conn)
     return OrderDetail(
@@ -45,10 +45,11 @@ async def _detail(conn: Conn, order: Order) -> OrderDetail:
         allowed_next=allowed_next(order.status),
         tracking_url=tracking.tracking_url(key, order),
         problems=await problems.list_for_order(conn, order.id),
+        returns=await returns.for_order(conn, order.id),
     )
 
 
-def _etag(order: Order) -> dict[str, str]:
+def etag(order: Order) -> dict[str, str]:
     return {"ETag": f'"{order.version}"'}
 
 
@@ -68,7 +69,7 @@ async def create_order(
 
     async def run() -> OrderDetail:
         order = await orders.create_order(conn, body, by=BY_OWNER, owner_id=owner)
-        return await _detail(conn, order)
+        return await detail(conn, order)
 
     async def restore(stored: dict[str, Any]) -> dict[str, Any]:
         # The link is signed again for the order as it is now: a revoked link stays revoked.
@@ -144,16 +145,8 @@ async def read_order(
 ) -> OrderDetail:
     """One order with its full `status_history`. The `ETag` is its version."""
     order = await orders.get_order(conn, order_id, owner_id=owner)
-    response.headers.update(_etag(order))
-    return await _detail(conn, order)
-
-
-def _version(if_match: str) -> int:
-    value = if_match.strip().removeprefix("W/").strip('"')
-    # ASCII only: superscripts and other scripts' digits pass str.isdigit() but not int().
-    if not (value.isascii() and value.isdigit()) or len(value) > 9:
-        raise ValidationFailed('If-Match must be the order\'s version, e.g. "3"', field="If-Match")
-    return int(value)
+    response.headers.update(etag(order))
+    return await detail(conn, order)
 
 
 @router.patch("/{order_id}/status", response_model=OrderDetail, responses=errors(404, 409))
@@ -163,10 +156,7 @@ async def update_order_status(
     owner: OwnerDep,
     conn: ConnDep,
     response: Response,
-    if_match: Annotated[
-        str | None,
-        Header(alias="If-Match", max_length=32, description="The version the change is based on"),
-    ] = None,
+    if_match: IfMatch = None,
 ) -> OrderDetail:
     """Move the order to `status`, optionally setting tracking details and a note.
 
@@ -175,13 +165,13 @@ async def update_order_status(
     Sending the current status with new tracking details updates just those.
     """
     if if_match is not None:
-        version = _version(if_match)
+        version = if_match_version(if_match)
         if body.expected_version not in (None, version):
             raise ValidationFailed("If-Match and expected_version disagree", field="If-Match")
         body = body.model_copy(update={"expected_version": version})
     order = await orders.update_status(conn, order_id, body, by=BY_OWNER, owner_id=owner)
-    response.headers.update(_etag(order))
-    return await _detail(conn, order)
+    response.headers.update(etag(order))
+    return await detail(conn, order)
 
 
 @router.post("/{order_id}/tracking-links/revoke", response_model=OrderDetail, responses=errors(404))
@@ -191,4 +181,4 @@ async def revoke_tracking_links(order_id: OrderKey, owner: OwnerDep, conn: ConnD
     `tracking_url` is the new link to give the customer. Each call revokes the links before
     it, so a retry revokes the link the first call returned."""
     order = await tracking.revoke_links(conn, order_id, owner_id=owner)
-    return await _detail(conn, order)
+    return await detail(conn, order)

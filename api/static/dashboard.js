@@ -9,7 +9,11 @@
   const CHART_DAYS = 30;
   const $ = (id) => document.getElementById(id);
   const { formatMoney, dateTime, dateOnly } = window.agentOrders;
-  const state = { status: "", search: "", cursors: [null], next: null, order: null };
+  const state = {
+    status: "", search: "", cursors: [null], next: null, order: null,
+    selected: new Map(), // order id -> number, for "Mark selected as …"
+    edit: null, // the edit being prepared: { body, products }
+  };
 
   const label = (status) => status.charAt(0).toUpperCase() + status.slice(1);
   const when = (iso) => (iso ? dateTime.format(new Date(iso)) : "");
@@ -182,6 +186,11 @@
   function renderOrders(orders) {
     const rows = orders.map((o) =>
       el("tr", { "data-number": o.order_number },
+        el("td", { class: "select" }, el("input", {
+          type: "checkbox", "aria-label": "Select " + o.order_number,
+          ...(state.selected.has(o.id) ? { checked: "" } : {}),
+          onchange: (event) => select(o, event.target.checked),
+        })),
         el("th", { scope: "row" },
           el("button", { type: "button", class: "link", onclick: () => openOrder(o.id) }, o.order_number)),
         el("td", {}, o.customer_name, el("span", { class: "muted block" }, o.customer_email || "")),
@@ -189,10 +198,51 @@
         el("td", { class: "num" }, formatMoney(o.total, o.currency)),
         el("td", {}, el("time", { datetime: o.created_at }, when(o.created_at)))));
     document.querySelector("#orders tbody").replaceChildren(...rows);
+    state.page = orders;
+    $("select-all").checked = orders.length > 0 && orders.every((o) => state.selected.has(o.id));
     $("empty").hidden = orders.length > 0;
     $("prev").disabled = state.cursors.length < 2;
     $("next").disabled = !state.next;
     $("page-info").textContent = "Page " + state.cursors.length;
+  }
+
+  // ---- selection and bulk status changes ------------------------------------------
+
+  function select(order, on) {
+    if (on) state.selected.set(order.id, order.order_number);
+    else state.selected.delete(order.id);
+    selectionChanged();
+  }
+
+  function selectionChanged() {
+    const n = state.selected.size;
+    $("bulk-count").textContent = n + " selected";
+    $("bulk-apply").disabled = n === 0;
+  }
+
+  async function applyBulk(status) {
+    const ids = [...state.selected.keys()];
+    show($("list-error"), "");
+    let outcome;
+    try {
+      outcome = await api("/api/orders/bulk/status", { method: "POST", body: { status, orders: ids } });
+    } catch (error) {
+      show($("list-error"), explain(error));
+      return;
+    }
+    const failed = outcome.results.filter((r) => !r.ok);
+    const result = $("bulk-result");
+    result.replaceChildren(el("p", {}, outcome.succeeded + " marked as " + status +
+      (failed.length ? "; " + failed.length + " not changed:" : ".")));
+    if (failed.length) {
+      result.append(el("ul", {}, ...failed.map((r) =>
+        el("li", {}, (state.selected.get(r.order) || r.order) + ": " + r.problem.detail))));
+    }
+    result.hidden = false;
+    outcome.results.filter((r) => r.ok).forEach((r) => state.selected.delete(r.order));
+    selectionChanged();
+    await reloadList(false);
+    loadStats().catch(() => {});
   }
 
   async function reloadList(resetPaging) {
@@ -267,6 +317,8 @@
     renderProblems(order);
     renderActions(order);
     $("ship-form").hidden = true;
+    $("edit-form").hidden = true;
+    $("edit-diff").hidden = true;
   }
 
   function renderProblems(order) {
@@ -303,12 +355,19 @@
     }, note, el("button", { type: "submit", class: "button small" }, "Resolve"));
   }
 
+  const EVENT_LABELS = {
+    edited: "Edited", return_requested: "Return requested", return_approved: "Return approved",
+    return_rejected: "Return rejected", return_received: "Returned items received",
+    return_refunded: "Return refunded",
+  };
+
   function eventLabel(e) {
     if (e.kind === "created") return "Created";
     if (e.kind === "note") return "Note";
     if (e.kind === "tracking_updated") return "Tracking updated";
     if (e.kind === "problem_reported") return "Problem reported";
     if (e.kind === "problem_resolved") return "Problem resolved";
+    if (EVENT_LABELS[e.kind]) return EVENT_LABELS[e.kind];
     return (e.from_status ? label(e.from_status) + " → " : "") + label(e.to_status || e.kind);
   }
 
@@ -319,8 +378,169 @@
         class: status === "cancelled" ? "button danger" : "button",
         onclick: () => chooseAction(status),
       }, status === "cancelled" ? "Cancel order" : "Mark as " + status));
+    if (["pending", "confirmed", "processing"].includes(order.status)) {
+      buttons.unshift(el("button", { type: "button", class: "button", onclick: () => startEdit() },
+        "Edit order"));
+    }
     $("detail-actions").replaceChildren(...buttons);
     if (!buttons.length) $("detail-actions").append(el("p", { class: "muted" }, "This order is final."));
+  }
+
+  // ---- editing an order ----------------------------------------------------------------
+
+  const ADDRESS_FIELDS = { line1: "edit-line1", line2: "edit-line2", city: "edit-city",
+    region: "edit-region", postal_code: "edit-postal", country: "edit-country",
+    recipient_name: "edit-recipient" };
+
+  async function startEdit() {
+    const order = state.order;
+    show($("detail-error"), "");
+    let products;
+    try {
+      products = await api("/api/agents/" + order.agent_id + "/products?include_inactive=false");
+    } catch (error) {
+      show($("detail-error"), explain(error));
+      return;
+    }
+    const known = new Set(products.map((p) => p.sku));
+    // Catalog lines are edited here; custom lines (no catalog sku) stay as they are.
+    const lines = new Map();
+    order.line_items.filter((l) => l.sku && known.has(l.sku)).forEach((l) => {
+      const line = lines.get(l.sku) || { sku: l.sku, name: l.name, quantity: 0 };
+      line.quantity += l.quantity;
+      lines.set(l.sku, line);
+    });
+    state.edit = { products, lines };
+    renderEditLines();
+    $("edit-add-sku").replaceChildren(el("option", { value: "" }, "Choose a product"),
+      ...products.map((p) => el("option", { value: p.sku }, p.name + " (" + p.sku + ", " +
+        formatMoney(p.unit_price, order.currency) + ")")));
+    const a = order.shipping_address;
+    Object.entries(ADDRESS_FIELDS).forEach(([key, id]) => { $(id).value = a[key] || ""; });
+    $("ship-form").hidden = true;
+    $("edit-diff").hidden = true;
+    $("edit-form").hidden = false;
+    $("edit-form").querySelector("input").focus();
+  }
+
+  function renderEditLines() {
+    $("edit-lines").replaceChildren(...[...state.edit.lines.values()].map((line) =>
+      el("tr", {}, el("td", {}, line.name, el("span", { class: "muted block" }, line.sku)),
+        el("td", { class: "num" }, el("input", {
+          type: "number", min: "0", max: "1000", value: String(line.quantity),
+          "aria-label": "Quantity of " + line.name,
+          onchange: (event) => { line.quantity = Number(event.target.value) || 0; },
+        })))));
+  }
+
+  function addEditLine() {
+    const sku = $("edit-add-sku").value;
+    const quantity = Number($("edit-add-qty").value) || 0;
+    if (!sku || quantity < 1) return;
+    const product = state.edit.products.find((p) => p.sku === sku);
+    const line = state.edit.lines.get(sku) || { sku, name: product.name, quantity: 0 };
+    line.quantity += quantity;
+    state.edit.lines.set(sku, line);
+    renderEditLines();
+  }
+
+  function editBody() {
+    const order = state.order;
+    const body = {};
+    const items = [...state.edit.lines.values()].filter((l) => l.quantity > 0)
+      .map((l) => ({ sku: l.sku, quantity: l.quantity }));
+    const before = new Map();
+    order.line_items.filter((l) => l.sku && state.edit.lines.has(l.sku))
+      .forEach((l) => before.set(l.sku, (before.get(l.sku) || 0) + l.quantity));
+    const same = items.length === before.size && items.every((i) => before.get(i.sku) === i.quantity);
+    if (!same) body.items = items;
+    const address = {};
+    Object.entries(ADDRESS_FIELDS).forEach(([key, id]) => {
+      const value = $(id).value.trim();
+      if (value) address[key] = key === "country" ? value.toUpperCase() : value;
+    });
+    const old = order.shipping_address;
+    const changed = Object.keys(ADDRESS_FIELDS).some((k) => (address[k] || "") !== (old[k] || ""));
+    // The phone of a gift's recipient is not edited here: keep it.
+    if (changed) body.shipping_address = { ...(old.recipient_phone ? { recipient_phone: old.recipient_phone } : {}), ...address };
+    return body;
+  }
+
+  function describeLines(lines, currency) {
+    return lines.map((l) => l.quantity + " × " + l.name + " (" + formatMoney(l.unit_price, currency) + ")").join(", ");
+  }
+
+  function describeAddress(a) {
+    return [a.recipient_name && "For " + a.recipient_name, a.line1, a.line2,
+      [a.postal_code, a.city, a.region].filter(Boolean).join(" "), a.country].filter(Boolean).join(", ");
+  }
+
+  async function reviewEdit() {
+    const order = state.order;
+    show($("detail-error"), "");
+    const body = editBody();
+    if (!Object.keys(body).length) {
+      show($("detail-error"), "Nothing was changed.");
+      return;
+    }
+    let plan;
+    try {
+      plan = await api("/api/orders/" + encodeURIComponent(order.id) + "?dry_run=true", {
+        method: "PATCH", body, headers: { "If-Match": '"' + order.version + '"' },
+      });
+    } catch (error) {
+      show($("detail-error"), explain(error));
+      return;
+    }
+    state.edit.body = body;
+    const cur = plan.currency;
+    const facts = [];
+    if (plan.changed.includes("items")) {
+      facts.push(...fact("Items before", describeLines(plan.before.line_items, cur)),
+        ...fact("Items after", describeLines(plan.after.line_items, cur)));
+    }
+    if (plan.changed.includes("shipping_address")) {
+      facts.push(...fact("Ship to before", describeAddress(plan.before.shipping_address)),
+        ...fact("Ship to after", describeAddress(plan.after.shipping_address)));
+    }
+    const diff = Number(plan.difference);
+    facts.push(...fact("Total", formatMoney(plan.before.total, cur) + " → " + formatMoney(plan.after.total, cur)),
+      ...fact("Difference", diff === 0 ? "None" : (diff > 0 ? "+" : "−") + formatMoney(Math.abs(diff), cur) +
+        (diff > 0 ? " (the customer owes more)" : " (to refund)")));
+    const moved = Object.entries(plan.stock);
+    if (moved.length) {
+      facts.push(...fact("Stock", moved.map(([sku, q]) => sku + (q > 0 ? ": " + q + " taken" : ": " + -q + " returned")).join(", ")));
+    }
+    $("edit-diff-facts").replaceChildren(...facts);
+    $("edit-form").hidden = true;
+    $("edit-diff").hidden = false;
+    $("edit-diff-heading").focus();
+  }
+
+  async function saveEdit() {
+    const order = state.order;
+    show($("detail-error"), "");
+    let updated;
+    try {
+      updated = await api("/api/orders/" + encodeURIComponent(order.id), {
+        method: "PATCH", body: state.edit.body, headers: { "If-Match": '"' + order.version + '"' },
+      });
+    } catch (error) {
+      show($("detail-error"), explain(error));
+      if (error.problem && error.problem.code === "version_conflict") {
+        $("detail-error").append(" ", el("button", {
+          type: "button", class: "button small", onclick: () => openOrder(order.id),
+        }, "Reload order"));
+      }
+      return;
+    }
+    $("edit-diff").hidden = true;
+    await openOrder(updated.id);
+    show($("detail-message"), "Order " + updated.order_number + " is saved: total " +
+      formatMoney(updated.total, updated.currency) + ".");
+    $("detail-heading").focus();
+    reloadList(false);
+    loadStats().catch(() => {});
   }
 
   function chooseAction(status) {
@@ -439,6 +659,55 @@
     });
   }
 
+  // ---- returns -----------------------------------------------------------------------
+
+  const RETURN_STEPS = {
+    requested: [["approve", "Approve"], ["reject", "Reject"]],
+    approved: [["receive", "Mark received"], ["reject", "Reject"]],
+    received: [["refund", "Refund"]],
+  };
+
+  async function loadReturns() {
+    const wanted = $("returns-state").value;
+    const list = await api("/api/returns/?limit=100" + (wanted ? "&state=" + wanted : ""));
+    const rows = list.map((r) =>
+      el("tr", { "data-return": r.id },
+        el("th", { scope: "row" },
+          el("button", { type: "button", class: "link", onclick: () => openOrder(r.order_id) }, r.order_number)),
+        el("td", { class: "wrap" }, r.lines.map((l) => l.quantity + " × " + l.name).join(", "),
+          r.reason ? el("span", { class: "muted block" }, "“" + r.reason + "”") : null),
+        el("td", {}, el("span", { class: "badge badge-" + (r.state === "refunded" ? "delivered" : r.state === "rejected" ? "cancelled" : "pending") }, label(r.state))),
+        el("td", { class: "num" }, formatMoney(r.refunded || r.amount, r.currency)),
+        el("td", {}, el("time", { datetime: r.created_at }, when(r.created_at))),
+        el("td", {}, el("div", { class: "row wrap-row" }, ...(RETURN_STEPS[r.state] || []).map(([step, text]) =>
+          el("button", { type: "button", class: step === "reject" ? "button small danger" : "button small",
+            onclick: () => returnStep(r, step) }, text))))));
+    document.querySelector("#return-list tbody").replaceChildren(...rows);
+    $("returns-empty").hidden = list.length > 0;
+  }
+
+  async function returnStep(r, step) {
+    show($("returns-error"), "");
+    show($("returns-message"), "");
+    let note = null;
+    if (step === "reject") {
+      note = window.prompt("Why is this return rejected? (shown to the customer)", "");
+      if (note === null) return;
+    }
+    let updated;
+    try {
+      updated = await api("/api/returns/" + encodeURIComponent(r.id) + "/" + step, {
+        method: "POST", body: note ? { note } : {},
+      });
+    } catch (error) {
+      show($("returns-error"), explain(error));
+      return;
+    }
+    show($("returns-message"), "Return for " + updated.order_number + " is now " + updated.state +
+      (updated.state === "refunded" ? " (" + formatMoney(updated.refunded, updated.currency) + ")." : "."));
+    await loadReturns().catch((error) => show($("returns-error"), explain(error)));
+  }
+
   // ---- mail --------------------------------------------------------------------------
 
   async function loadMail() {
@@ -488,6 +757,10 @@
     if (name === "webhooks") {
       loadWebhooks().catch((error) => show($("webhook-error"), explain(error)));
       $("webhooks-heading").focus();
+    } else if (name === "returns") {
+      show($("returns-error"), "");
+      loadReturns().catch((error) => show($("returns-error"), explain(error)));
+      $("returns-heading").focus();
     } else if (name === "mail") {
       show($("mail-error"), "");
       loadMail().catch((error) => show($("mail-error"), explain(error)));
@@ -546,6 +819,33 @@
     });
   });
   $("mail-close").addEventListener("click", () => $("mail-view").close());
+  $("returns-state").addEventListener("change", () =>
+    loadReturns().catch((error) => show($("returns-error"), explain(error))));
+  $("select-all").addEventListener("change", (event) => {
+    (state.page || []).forEach((o) => select(o, event.target.checked));
+    renderOrders(state.page || []);
+  });
+  $("bulk-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const status = $("bulk-status").value;
+    if (!status || !state.selected.size) return;
+    if (status === "cancelled" &&
+        !window.confirm("Cancel " + state.selected.size + " orders? Reserved stock is returned.")) {
+      return;
+    }
+    applyBulk(status);
+  });
+  $("edit-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    reviewEdit();
+  });
+  $("edit-add").addEventListener("click", addEditLine);
+  $("edit-cancel").addEventListener("click", () => { $("edit-form").hidden = true; });
+  $("edit-back").addEventListener("click", () => {
+    $("edit-diff").hidden = true;
+    $("edit-form").hidden = false;
+  });
+  $("edit-save").addEventListener("click", saveEdit);
   document.querySelectorAll(".tabs .tab").forEach((tab) =>
     tab.addEventListener("click", () => showView(tab.dataset.view)));
 

@@ -1,19 +1,31 @@
-"""Changing a placed order on the customer's behalf; every change is a draft confirmed later."""
+"""Changing a placed order on the customer's behalf (cancel, edit before it ships, return once
+delivered); every change is a draft confirmed later with `confirm_order`."""
 
 from __future__ import annotations
 
-from agent_tools.errors import InvalidTransition
-from agent_tools.models import CANCELLABLE, Order, OrderStatus
-from agent_tools.service import drafts, tracking
-from agent_tools.tools.args import CancelOrderArgs
+from decimal import Decimal
+
+from agent_tools.errors import InvalidTransition, UnknownSku, ValidationFailed, parse
+from agent_tools.models import CANCELLABLE, LineItem, Order, OrderStatus, PaymentStatus
+from agent_tools.models.changes import OrderEdit, ReturnItemIn
+from agent_tools.service import addresses, drafts, edits, returns, tracking
+from agent_tools.tools.args import CancelOrderArgs, ModifyOrderArgs, RequestReturnArgs
 from agent_tools.tools.context import Invocation
 from agent_tools.tools.handlers.common import (
     Result,
     Tool,
     awaiting,
     brief,
+    money,
     own_order,
     ship_to,
+)
+from agent_tools.tools.handlers.ordering import check_skus
+
+AFTER_SHIPPING = (
+    "tell the customer it has already shipped; once delivered they can return items"
+    " (request_return, within the store's return window); if it arrives damaged or wrong,"
+    " or never arrives, use report_problem"
 )
 
 
@@ -39,8 +51,7 @@ async def cancel_order(inv: Invocation, a: CancelOrderArgs) -> Result:
     if order.status not in CANCELLABLE:
         raise InvalidTransition(
             f"{number} is {order.status.value} and can no longer be cancelled",
-            hint="tell the customer it has already shipped; if it arrives damaged or wrong, "
-            "or never arrives, use report_problem",
+            hint=AFTER_SHIPPING,
             current=order.status.value,
         )
     key = await tracking.signing_key(inv.conn, inv.settings)
@@ -66,6 +77,136 @@ async def cancel_order(inv: Invocation, a: CancelOrderArgs) -> Result:
     return awaiting(inv, key, draft, summary)
 
 
+def _lines(lines: list[LineItem], currency: str) -> list[str]:
+    return [f"{ln.quantity} x {ln.name} ({money(ln.unit_price, currency)} each)" for ln in lines]
+
+
+def _settlement(order: Order, difference: Decimal) -> str:
+    if not difference:
+        return "the total stays the same"
+    amount = money(abs(difference), order.currency)
+    if order.payment_status == PaymentStatus.paid:
+        return f"{amount} {'to pay' if difference > 0 else 'to refund'}"
+    return f"the total goes {'up' if difference > 0 else 'down'} by {amount}; nothing is paid yet"
+
+
+async def modify_order(inv: Invocation, a: ModifyOrderArgs) -> Result:
+    rule = "only their own orders can be changed here"
+    order = await own_order(inv, a.order_number, rule=rule)
+    if a.items is None and a.shipping_address is None:
+        raise ValidationFailed(
+            "nothing to change",
+            field="items",
+            hint="send the complete new items list, the new shipping_address, or both",
+        )
+    if order.status in (OrderStatus.shipped, OrderStatus.delivered):
+        raise edits.NotEditable(
+            f"{order.order_number} is {order.status.value} and can no longer be changed",
+            hint=AFTER_SHIPPING,
+            current=order.status.value,
+        )
+    address = None
+    if a.shipping_address is not None:
+        address = addresses.normalise(a.shipping_address.model_dump())
+    edit = parse(
+        OrderEdit,
+        {
+            "items": [i.model_dump() for i in a.items] if a.items is not None else None,
+            "shipping_address": address,
+            "expected_version": order.version,
+        },
+    )
+    try:
+        plan = await edits.preview(inv.conn, order.id, edit, agent_id=inv.ctx.agent_id)
+    except UnknownSku:
+        await check_skus(inv, a.items or [])
+        raise
+    key = await tracking.signing_key(inv.conn, inv.settings)
+    draft = await drafts.draft_change(
+        inv.conn,
+        order,
+        "modify",
+        {
+            "edit": edit.model_dump(mode="json", exclude_none=True),
+            "total": str(plan.after.total),
+            "difference": str(plan.difference),
+            # What the confirmation page shows.
+            "shown": {
+                "items": [f"{ln.quantity} x {ln.name}" for ln in plan.after.line_items],
+                "ship_to": ship_to(plan.after.shipping_address),
+                "total_before": money(plan.before.total, order.currency),
+                "total_after": money(plan.after.total, order.currency),
+            },
+        },
+        conversation_id=inv.ctx.conversation_id,
+        turn=inv.ctx.turn,
+        ttl_seconds=inv.settings.draft_ttl_seconds,
+        key=key,
+    )
+    cur = order.currency
+    summary: Result = {"order_number": order.order_number, "action": "modify"}
+    if "items" in plan.changed:
+        summary["items_before"] = _lines(plan.before.line_items, cur)
+        summary["items_after"] = _lines(plan.after.line_items, cur)
+    if "shipping_address" in plan.changed:
+        summary["ship_to_before"] = ship_to(plan.before.shipping_address)
+        summary["ship_to_after"] = ship_to(plan.after.shipping_address)
+    summary |= {
+        "total_before": money(plan.before.total, cur),
+        "total_after": money(plan.after.total, cur),
+        "difference": _settlement(order, plan.difference),
+    }
+    return awaiting(inv, key, draft, summary)
+
+
+async def request_return(inv: Invocation, a: RequestReturnArgs) -> Result:
+    rule = "only their own orders can be returned here"
+    order = await own_order(inv, a.order_number, rule=rule)
+    wanted = None
+    if a.items is not None:
+        wanted = [parse(ReturnItemIn, i.model_dump()) for i in a.items]
+    lines = await returns.preview(inv.conn, order, wanted)
+    key = await tracking.signing_key(inv.conn, inv.settings)
+    amount = sum((ln.line_total for ln in lines), Decimal("0.00"))
+    items: dict[str, int] = {}
+    for ln in lines:
+        assert ln.sku is not None
+        items[ln.sku] = items.get(ln.sku, 0) + ln.quantity
+    draft = await drafts.draft_change(
+        inv.conn,
+        order,
+        "return",
+        {
+            "items": [{"sku": s, "quantity": q} for s, q in items.items()],
+            "reason": a.reason,
+            "shown": {
+                "items": [f"{ln.quantity} x {ln.name}" for ln in lines],
+                "amount": money(amount, order.currency),
+            },
+        },
+        conversation_id=inv.ctx.conversation_id,
+        turn=inv.ctx.turn,
+        ttl_seconds=inv.settings.draft_ttl_seconds,
+        key=key,
+    )
+    summary: Result = {
+        "order_number": order.order_number,
+        "action": "return",
+        "items": [f"{ln.quantity} x {ln.name}" for ln in lines],
+        "refund_up_to": money(amount, order.currency),
+        "what_happens_next": RETURN_STEPS,
+    }
+    if a.reason:
+        summary["reason"] = a.reason
+    return awaiting(inv, key, draft, summary)
+
+
+RETURN_STEPS = (
+    "The store reviews the request and tells the customer how to send the items back;"
+    " the refund follows once they arrive."
+)
+
+
 TOOLS: tuple[Tool, ...] = (
     Tool(
         "cancel_order",
@@ -75,5 +216,20 @@ TOOLS: tuple[Tool, ...] = (
         cancel_order,
         writes=True,
         destructive=True,
+    ),
+    Tool(
+        "modify_order",
+        "Draft new items or address for the customer's own unshipped order; confirm_order "
+        "after a yes.",
+        ModifyOrderArgs,
+        modify_order,
+        writes=True,
+    ),
+    Tool(
+        "request_return",
+        "Draft returning items of the customer's own delivered order; confirm_order after a yes.",
+        RequestReturnArgs,
+        request_return,
+        writes=True,
     ),
 )

@@ -13,7 +13,7 @@ from typing import Any
 
 from agent_tools.errors import InvalidTransition, NotFound, OrderError, OutOfStock, UnknownSku
 from agent_tools.models import Product
-from agent_tools.service import addresses, agents, catalog, drafts, mail, tracking
+from agent_tools.service import addresses, agents, catalog, drafts, mail, returns, tracking
 from agent_tools.tools.args import ConfirmOrderArgs, Item, PlaceOrderArgs, SearchProductsArgs
 from agent_tools.tools.context import Invocation
 from agent_tools.tools.handlers.common import (
@@ -73,7 +73,7 @@ async def search_products(inv: Invocation, a: SearchProductsArgs) -> Result:
     return result
 
 
-async def _check_skus(inv: Invocation, items: Sequence[Item]) -> None:
+async def check_skus(inv: Invocation, items: Sequence[Item]) -> None:
     """Refuse the first sku the catalog does not sell, suggesting the nearest ones."""
     known = {s.upper(): s for s in await catalog.all_skus(inv.conn, inv.ctx.agent_id)}
     for i, item in enumerate(items):
@@ -189,7 +189,7 @@ async def place_order(inv: Invocation, a: PlaceOrderArgs) -> Result:
     except OrderError:
         # An unknown sku is the likeliest mistake, and the most useful answer names the
         # nearest ones; only a refused draft pays for reading the whole catalog.
-        await _check_skus(inv, a.items)
+        await check_skus(inv, a.items)
         raise
     order = draft.payload["order"]
     cur = quote.currency
@@ -233,6 +233,11 @@ async def _not_done(inv: Invocation, draft_id: str, exc: OrderError) -> OrderErr
     draft = await drafts.find(
         inv.conn, draft_id, agent_id=inv.ctx.agent_id, conversation_id=inv.ctx.conversation_id
     )
+    if draft is not None and draft.kind in ("modify", "return"):
+        what = "changed" if draft.kind == "modify" else "returned"
+        exc.message = f"nothing was {what}: {exc.message}"
+        exc.details["draft_usable"] = False
+        return exc
     if draft is None or draft.kind != "order":
         if isinstance(exc, InvalidTransition) and exc.details.get("current") == "cancelled":
             return InvalidTransition(
@@ -288,7 +293,7 @@ async def confirm_order(inv: Invocation, a: ConfirmOrderArgs) -> Result:
     except (drafts.DraftExpired, drafts.DraftReplaced, NotFound) as exc:
         exc.details["draft_usable"] = False
         raise
-    except (OutOfStock, UnknownSku, drafts.PriceChanged, InvalidTransition) as exc:
+    except OrderError as exc:
         raise await _not_done(inv, a.draft_id, exc) from None
     order = done.order
     result: Result = {
@@ -324,6 +329,26 @@ async def confirm_order(inv: Invocation, a: ConfirmOrderArgs) -> Result:
                 " and the link."
             )
         )
+    elif done.draft.kind == "modify":
+        result["order"]["items"] = [f"{ln.quantity} x {ln.name}" for ln in order.line_items]
+        result["order"]["ship_to"] = ship_to(order.shipping_address)
+        result["next"] = (
+            "Tell the customer the order is changed: its items, total and where it ships now."
+        )
+    elif done.draft.kind == "return":
+        opened = await returns.by_draft(inv.conn, done.draft.id)
+        assert opened is not None
+        result["return"] = {
+            "state": opened.state.value,
+            "items": [f"{ln.quantity} x {ln.name}" for ln in opened.lines],
+            "refund_up_to": money(opened.amount, order.currency),
+        }
+        email = await mail.notice(inv.conn, order.id, "return_requested", smtp=smtp)
+        result["return_email"] = email
+        result["next"] = (
+            "Tell the customer the return is requested: the store will tell them how to send"
+            " the items back, and refunds once they arrive. Promise no date."
+        )
     else:
         email = await mail.notice(inv.conn, order.id, "cancelled", smtp=smtp)
         result["cancellation_email"] = email
@@ -353,9 +378,8 @@ TOOLS: tuple[Tool, ...] = (
     ),
     Tool(
         "confirm_order",
-        "Carry out a draft from place_order or cancel_order, only after the customer "
-        "said yes in a new message. Returns the order as placed (number, items, total, "
-        "ship-to) and tracking link. Safe to repeat.",
+        "Carry out a draft of place_order, cancel_order, modify_order or request_return "
+        "once the customer said yes in a new message. Safe to repeat.",
         ConfirmOrderArgs,
         confirm_order,
         writes=True,

@@ -6,7 +6,7 @@ from typing import Any
 
 from agent_tools.errors import NotFound
 from agent_tools.models import Order, OrderStatus
-from agent_tools.service import orders, problems, tracking
+from agent_tools.service import orders, problems, returns, tracking
 from agent_tools.tools.args import GetOrderStatusArgs, ListMyOrdersArgs
 from agent_tools.tools.context import Invocation
 from agent_tools.tools.handlers.common import (
@@ -82,6 +82,22 @@ async def get_order_status(inv: Invocation, a: GetOrderStatusArgs) -> Result:
                 | ({"resolution": p.resolution} if p.resolution else {})
                 for p in cases[:MAX_LIST]
             ]
+        taken_back = await returns.for_order(inv.conn, order.id)
+        if taken_back:
+            result["returns"] = [
+                {
+                    "state": r.state.value,
+                    "items": [f"{ln.quantity} x {ln.name}" for ln in r.lines],
+                    "requested": r.created_at.date().isoformat(),
+                }
+                | (
+                    {"refunded": money(r.refunded, order.currency)}
+                    if r.refunded is not None
+                    else {}
+                )
+                | ({"note": r.note} if r.note else {})
+                for r in taken_back[-MAX_LIST:]
+            ]
         result["total"] = money(c.total, order.currency)
         result["tracking_url"] = tracking.tracking_url(key, order, inv.settings)
     else:
@@ -144,9 +160,8 @@ async def list_my_orders(inv: Invocation, a: ListMyOrdersArgs) -> Result:
 TOOLS: tuple[Tool, ...] = (
     Tool(
         "get_order_status",
-        "Status, timeline, and delivery estimate or time of an order. The order number plus "
-        "the order's email identifies its customer for that one order: only then (or for this "
-        "chat's own orders) are items, carrier, address and total shown.",
+        "Status, timeline, and delivery estimate or time of an order. Items, carrier, address, "
+        "total and returns only for this chat's own orders or with the order's email.",
         GetOrderStatusArgs,
         get_order_status,
     ),
