@@ -21,7 +21,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from agent_tools.db import Database
 from agent_tools.models import Agent, ProblemKind, Provenance
-from agent_tools.service import api_keys, orders, problems, webhooks
+from agent_tools.service import api_keys, orders, problems, returns, webhooks
 from agent_tools.service import mail as mails
 from tests.api_support import JWT_SECRET, assert_problem, bearer, client, free_port, make_app, token
 from tests.conftest import OTHER_OWNER, OWNER, order_data
@@ -272,6 +272,9 @@ class TestTenancy:
             )
             delivery = await webhooks.send_test(conn, OWNER, hook.id)
             [mail] = await mails.list_mail(conn, OWNER)
+            sent = await orders.create_order(conn, order_data(store))
+            await orders.update_status(conn, sent.id, {"status": "delivered"})
+            back = await returns.request(conn, sent.id, None, reason=None, by=Provenance())
         app = make_app(db, webhook_allow_private=True)
         w, d = hook.id, delivery.id
         o, a = order.id, store.id
@@ -281,6 +284,18 @@ class TestTenancy:
             ("GET", f"/api/orders/{order.order_number}", {}, 404),
             ("PATCH", f"/api/orders/{o}/status", {"json": {"status": "cancelled"}}, 404),
             ("POST", f"/api/orders/{o}/tracking-links/revoke", {}, 404),
+            ("PATCH", f"/api/orders/{o}", {"json": {"customer_notes": "theirs"}}, 404),
+            (
+                "POST",
+                "/api/orders/bulk/status",
+                {"json": {"status": "cancelled", "orders": [str(o)]}},
+                200,
+            ),
+            ("GET", "/api/returns/", {}, 200),
+            ("POST", f"/api/returns/{back.id}/approve", {}, 404),
+            ("POST", f"/api/returns/{back.id}/reject", {}, 404),
+            ("POST", f"/api/returns/{back.id}/receive", {}, 404),
+            ("POST", f"/api/returns/{back.id}/refund", {}, 404),
             ("POST", "/api/orders/", {"json": new_order}, 404),
             ("GET", "/api/orders/", {"params": {"agent_id": str(a)}}, 200),
             ("GET", "/api/orders/stats/summary", {}, 200),
@@ -333,6 +348,8 @@ class TestTenancy:
                     assert r.json()["total_orders"] == 0
                 elif method == "GET" and path == "/api/orders/":
                     assert r.json()["orders"] == []
+                elif path == "/api/orders/bulk/status":
+                    assert r.json()["results"][0]["problem"]["code"] == "not_found"
                 elif method == "GET" and path == "/api/events/":
                     assert r.json()["events"] == []
                 elif method == "GET":
@@ -350,7 +367,10 @@ class TestTenancy:
             assert [k["revoked_at"] for k in keys] == [None]
             hooks = (await api.get("/api/webhooks/", headers=headers)).json()
             assert [(h["id"], h["enabled"]) for h in hooks] == [(str(w), True)]
-            assert len((await api.get("/api/orders/", headers=headers)).json()["orders"]) == 1
+            assert len((await api.get("/api/orders/", headers=headers)).json()["orders"]) == 2
+            assert [
+                x["state"] for x in (await api.get("/api/returns/", headers=headers)).json()
+            ] == ["requested"]
 
 
 def _template(path: str) -> str:
@@ -364,8 +384,9 @@ def _template(path: str) -> str:
         "webhooks": "{endpoint_id}",
         "deliveries": "{delivery_id}",
         "mail": "{mail_id}",
+        "returns": "{return_id}",
     }
     for i in range(3, len(parts)):
-        if parts[i] and parts[i - 1] in names and parts[i] not in ("stats",):
+        if parts[i] and parts[i - 1] in names and parts[i] not in ("stats", "bulk"):
             parts[i] = names[parts[i - 1]]
     return "/".join(parts)
