@@ -66,7 +66,7 @@ def test_bulk_status_edit_with_diff_and_returns_view(
     page.get_by_label(f"Select {eva.order_number}").check()
     expect(page.locator("#bulk-count")).to_have_text("2 selected")
     page.get_by_label("Mark selected as …").select_option("confirmed")
-    page.get_by_role("button", name="Apply to selected").click()
+    page.get_by_role("button", name="Change status").click()
     result = page.locator("#bulk-result")
     expect(result).to_contain_text("1 marked as confirmed; 1 not changed:")
     expect(result.locator("li")).to_contain_text(eva.order_number)
