@@ -5,11 +5,10 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
-from fastapi.responses import JSONResponse
 
 from agent_tools.errors import ValidationFailed
 from agent_tools.models import Actor, Provenance
-from agent_tools.models.changes import OrderEdit
+from agent_tools.models.changes import EditPlan, OrderEdit
 from agent_tools.service import edits
 from api.deps import ConnDep, IfMatch, OwnerDep, if_match_version
 from api.problems import errors
@@ -19,7 +18,7 @@ from api.schemas import OrderDetail
 router = APIRouter(prefix="/api/orders", tags=["orders"], responses=errors(401, 422, 503))
 
 
-@router.patch("/{order_id}", response_model=OrderDetail, responses=errors(404, 409))
+@router.patch("/{order_id}", response_model=OrderDetail | EditPlan, responses=errors(404, 409))
 async def edit_order(
     order_id: OrderKey,
     body: OrderEdit,
@@ -30,7 +29,7 @@ async def edit_order(
     dry_run: Annotated[
         bool, Query(description="Only work out the change: return its plan, write nothing")
     ] = False,
-) -> OrderDetail | JSONResponse:
+) -> OrderDetail | EditPlan:
     """Change an order before it ships: `items` (catalog lines; units it had keep their
     price, added ones are priced from the catalog), `custom_lines`, `shipping_address`,
     `customer` (name, email and phone together), `customer_notes`, `internal_notes`. Omitted
@@ -51,8 +50,7 @@ async def edit_order(
             raise ValidationFailed("If-Match and expected_version disagree", field="If-Match")
         body = body.model_copy(update={"expected_version": version})
     if dry_run:
-        plan = await edits.preview(conn, order_id, body, owner_id=owner)
-        return JSONResponse(plan.model_dump(mode="json"))
+        return await edits.preview(conn, order_id, body, owner_id=owner)
     order, _ = await edits.apply(
         conn, order_id, body, by=Provenance(actor=Actor.owner), owner_id=owner
     )
