@@ -27,6 +27,7 @@ from api.ratelimit import make_limiter
 from api.routes import (
     agents,
     bulk,
+    carriers,
     confirm,
     events,
     health,
@@ -37,6 +38,7 @@ from api.routes import (
     problem_reports,
     returns,
     sessions,
+    shipments,
     tracking,
     webhooks,
 )
@@ -51,6 +53,8 @@ ROUTERS: tuple[APIRouter, ...] = (
     orders.router,
     order_edits.router,
     returns.router,
+    shipments.router,
+    carriers.router,
     problem_reports.router,
     agents.router,
     keys.router,

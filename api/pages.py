@@ -59,9 +59,17 @@ EVENT_LABELS = {
     "return_rejected": "Return rejected",
     "return_received": "Returned items received",
     "return_refunded": "Return refunded",
+    "shipment_created": "Parcel handed to the carrier",
+    "label_created": "Label created",
+    "in_transit": "In transit",
+    "out_for_delivery": "Out for delivery",
+    "delivered": "Delivered",
+    "failed_attempt": "Delivery attempted",
+    "exception": "Delivery problem",
+    "returned_to_sender": "Returned to sender",
 }
 CARRIERS = ["UPS", "USPS", "FedEx", "DHL"]
-"""Suggested in the dashboard's ship form; each has a link in `tracking.CARRIER_LINKS`."""
+"""Suggested in the dashboard's ship form; each has a link in `carriers.CARRIER_LINKS`."""
 
 
 @cache

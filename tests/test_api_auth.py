@@ -21,7 +21,15 @@ from psycopg_pool import AsyncConnectionPool
 
 from agent_tools.db import Database
 from agent_tools.models import Agent, ProblemKind, Provenance
-from agent_tools.service import api_keys, orders, problems, returns, webhooks
+from agent_tools.service import (
+    api_keys,
+    carrier_accounts,
+    orders,
+    problems,
+    returns,
+    shipments,
+    webhooks,
+)
 from agent_tools.service import mail as mails
 from tests.api_support import JWT_SECRET, assert_problem, bearer, client, free_port, make_app, token
 from tests.conftest import OTHER_OWNER, OWNER, order_data
@@ -275,6 +283,12 @@ class TestTenancy:
             sent = await orders.create_order(conn, order_data(store))
             await orders.update_status(conn, sent.id, {"status": "delivered"})
             back = await returns.request(conn, sent.id, None, reason=None, by=Provenance())
+            parcel = await shipments.create_shipment(
+                conn, order.id, {"tracking_number": "1Z999AA10123456784"}
+            )
+            account = await carrier_accounts.put_account(
+                conn, OWNER, {"agent_id": store.id, "provider": "generic"}
+            )
         app = make_app(db, webhook_allow_private=True)
         w, d = hook.id, delivery.id
         o, a = order.id, store.id
@@ -328,6 +342,23 @@ class TestTenancy:
             ("GET", "/api/events/", {}, 200),
             ("GET", "/api/mail/", {}, 200),
             ("GET", f"/api/mail/{mail.id}", {}, 404),
+            ("GET", f"/api/orders/{o}/shipments", {}, 404),
+            (
+                "POST",
+                f"/api/orders/{o}/shipments",
+                {"json": {"tracking_number": "3318810025"}},
+                404,
+            ),
+            (
+                "POST",
+                f"/api/orders/{o}/shipments/{parcel.id}/events",
+                {"json": {"kind": "delivered"}},
+                404,
+            ),
+            ("PUT", "/api/carriers/", {"json": {"agent_id": str(a), "provider": "generic"}}, 404),
+            ("GET", "/api/carriers/", {}, 200),
+            ("DELETE", f"/api/carriers/{account.id}", {}, 404),
+            ("GET", "/api/carriers/unmatched", {}, 200),
         ]
         owner_routes = {
             (method.upper(), path)
@@ -385,8 +416,10 @@ def _template(path: str) -> str:
         "deliveries": "{delivery_id}",
         "mail": "{mail_id}",
         "returns": "{return_id}",
+        "shipments": "{shipment_id}",
+        "carriers": "{account_id}",
     }
     for i in range(3, len(parts)):
-        if parts[i] and parts[i - 1] in names and parts[i] not in ("stats", "bulk"):
+        if parts[i] and parts[i - 1] in names and parts[i] not in ("stats", "bulk", "unmatched"):
             parts[i] = names[parts[i - 1]]
     return "/".join(parts)

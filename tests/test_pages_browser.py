@@ -199,6 +199,10 @@ def test_dashboard_signs_in_filters_and_ships_an_order(
     dialog.locator("#ship-form").get_by_role("button", name="Mark as shipped").click()
     expect(dialog.get_by_role("status")).to_contain_text("is now shipped")
     expect(dialog.locator("#detail-status")).to_have_text("Shipped")
+    # The carrier and number became the order's first shipment, holding every line.
+    expect(dialog.locator("#detail-shipments > li")).to_have_count(1)
+    expect(dialog.locator("#detail-shipments")).to_contain_text("DHL JD0146000062")
+    expect(dialog.locator("#detail-shipments")).to_contain_text("Zip hoodie, L")
     expect(dialog.get_by_role("button", name="Mark as delivered")).to_be_visible()
     expect(dialog.get_by_role("button", name="Cancel order")).to_have_count(0)
     # The list behind the dialog followed: no processing order is left.

@@ -44,7 +44,11 @@ SUBJECTS = {
     "return_approved": "Your return for order {number} is approved",
     "return_rejected": "About your return for order {number}",
     "return_refunded": "Your refund for order {number}",
+    "out_for_delivery": "Your order {number} is out for delivery",
+    "failed_attempt": "Delivery of your order {number} was attempted",
 }
+
+PARCEL_MAILS = frozenset({"out_for_delivery", "failed_attempt"})
 
 
 def money(amount: str | Decimal, currency: str) -> str:
@@ -88,12 +92,18 @@ class MailJob:
 def render(kind: str, body: dict[str, Any], store: str) -> tuple[str, str, str]:
     """(subject, text, html) of a `kind` mail about the event `body` (a webhook body)."""
     order = body["data"]["order"]
+    # A parcel's mail names that parcel (an order may ship in several).
+    parcel = body["data"]["event"]["data"] if kind in PARCEL_MAILS else {}
     context = {
         "kind": kind,
         "store": store,
         "order": order,
         "event": body["data"]["event"],
-        "carrier_url": tracking.carrier_url(order["carrier"], order["tracking_number"]),
+        "carrier_url": tracking.carrier_url(
+            parcel.get("carrier", order["carrier"]),
+            parcel.get("tracking_number", order["tracking_number"]),
+        ),
+        "parcel": parcel,
     }
     subject = SUBJECTS[kind].format(number=order["order_number"])
     return (

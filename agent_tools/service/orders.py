@@ -437,6 +437,12 @@ async def update_status(
         )
         row = await cur.fetchone()
         assert row is not None
+        if change.tracking_number or change.carrier or change.estimated_delivery:
+            # The order's carrier fields name its first shipment (imported here: shipments
+            # moves orders through this function).
+            from agent_tools.service import shipments
+
+            await shipments.sync_from_order(conn, Order.model_validate(row))
         await add_event(
             conn,
             order.id,

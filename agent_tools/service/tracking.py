@@ -14,25 +14,19 @@ import secrets
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
-from urllib.parse import quote
 from uuid import UUID
 
 from pydantic import BaseModel
 
+from agent_tools.carriers import carrier_url as carrier_url
 from agent_tools.config import Settings, get_settings
 from agent_tools.db import Conn
 from agent_tools.errors import NotFound
 from agent_tools.models import FLOW, Order, OrderStatus
+from agent_tools.models.shipments import CarrierEventKind
 from agent_tools.service.orders import COLUMNS, ORDER_NUMBER, get_order
 
 _keys: dict[tuple[str, str, str], bytes] = {}
-
-CARRIER_LINKS = {
-    "ups": "https://www.ups.com/track?tracknum={n}",
-    "usps": "https://tools.usps.com/go/TrackConfirmAction?tLabels={n}",
-    "fedex": "https://www.fedex.com/fedextrack/?trknbr={n}",
-    "dhl": "https://www.dhl.com/global-en/home/tracking/tracking-express.html?tracking-id={n}",
-}
 
 
 async def signing_key(conn: Conn, settings: Settings | None = None) -> bytes:
@@ -85,13 +79,6 @@ async def revoke_links(conn: Conn, key: UUID | str, *, owner_id: UUID | None = N
     return order.model_copy(update={"tracking_token_version": row["tracking_token_version"]})
 
 
-def carrier_url(carrier: str | None, number: str | None) -> str | None:
-    if not carrier or not number:
-        return None
-    pattern = CARRIER_LINKS.get(carrier.strip().lower())
-    return pattern.format(n=quote(number, safe="")) if pattern else None
-
-
 class TrackedItem(BaseModel):
     name: str
     quantity: int
@@ -100,9 +87,31 @@ class TrackedItem(BaseModel):
 class TrackedEvent(BaseModel):
     at: datetime
     kind: str
+    """An order event's kind, or for a carrier scan its kind (`in_transit`, `delivered` ...)."""
     status: OrderStatus | None
     note: str | None
-    """Only in the full view, and only notes meant for the customer."""
+    """Only in the full view: notes meant for the customer, and the carrier's own words."""
+    shipment: int | None = None
+    """For a carrier scan, which of the order's shipments (from 1)."""
+    location: str | None = None
+    """Only in the full view: where the carrier scanned the parcel."""
+
+
+class TrackedShipment(BaseModel):
+    """One parcel: its state for anyone with the number; carrier, number and contents only in
+    the full view."""
+
+    number: int
+    """From 1, in the order the shipments were made."""
+    status: CarrierEventKind | None
+    """The carrier's latest word (null until its first scan)."""
+    status_at: datetime | None
+    delivered_at: datetime | None
+    estimated_delivery: date | None
+    carrier: str | None
+    tracking_number: str | None
+    carrier_url: str | None
+    items: list[TrackedItem] | None
 
 
 class Contact(BaseModel):
@@ -132,6 +141,8 @@ class TrackingView(BaseModel):
     estimated_delivery: date | None
     delivered_at: datetime | None
     timeline: list[TrackedEvent]
+    """Oldest first; carrier scans placed by the carrier's time among the order's steps."""
+    shipments: list[TrackedShipment] = []
     full: bool
     """Whether the details below are included."""
     items: list[TrackedItem] | None
@@ -198,17 +209,59 @@ def _view_sql(full: bool) -> str:
     def only_full(expr: str) -> str:
         return expr if full else "null"
 
+    visible = (
+        "e.order_id = o.id and e.customer_visible"
+        # A note without its text says nothing: the public view leaves it out. A parcel's
+        # state changes are shown as its carrier scans, below.
+        f"{'' if full else _NOT_NOTE} and e.kind not in ({_PARCEL_KINDS})"
+    )
+    # The order's steps keep their order (by id); each carrier scan goes, in the carrier's
+    # order, just before the first step that happened no earlier than it.
     events = (
-        f"(select e.id, e.kind, e.to_status, e.note, e.note_visible, {_HAPPENED} as at"
-        " from agent_orders.order_events e where e.order_id = o.id and e.customer_visible"
-        # A note without its text says nothing: the public view leaves it out.
-        f"{'' if full else _NOT_NOTE}) t"
+        f"(select e.id as k1, 1 as k2, null::timestamptz as k3, e.kind, e.to_status, e.note,"
+        f" e.note_visible, {_HAPPENED} as at, null::int as shipment, null as location"
+        f" from agent_orders.order_events e where {visible}"
+        " union all"
+        f" select coalesce((select min(e.id) from agent_orders.order_events e where {visible}"
+        f"   and {_HAPPENED} >= c.occurred_at), 9223372036854775807), 0, c.occurred_at, c.kind,"
+        " null, c.description, true, c.occurred_at, s.number, c.location"
+        f" from {_PARCELS} join agent_orders.carrier_events c on c.shipment_id = s.id) t"
     )
     event = _object(
         ("at", _value(_iso("t.at"))),
         ("kind", _value("t.kind")),
         ("status", _value("t.to_status")),
         ("note", only_full(_value("case when t.note_visible then t.note end"))),
+        ("shipment", _value("t.shipment")),
+        ("location", only_full(_value("t.location"))),
+    )
+    parcel_item = _object(
+        ("name", _value("coalesce(o.line_items->sl.line_index->>'name', '')")),
+        ("quantity", _value("sl.quantity")),
+    )
+    parcel = _object(
+        ("number", _value("s.number")),
+        ("status", _value("s.status")),
+        ("status_at", _value(_iso("s.status_at"))),
+        ("delivered_at", _value(_iso("s.delivered_at"))),
+        (
+            "estimated_delivery",
+            _value("case when s.delivered_at is null then s.estimated_delivery end"),
+        ),
+        ("carrier", only_full(_value("s.carrier"))),
+        ("tracking_number", only_full(_value("s.tracking_number"))),
+        # Filled in by `Lookup.view`, like the order's own.
+        ("carrier_url", "null"),
+        (
+            "items",
+            only_full(
+                _array(
+                    parcel_item,
+                    "agent_orders.shipment_lines sl where sl.shipment_id = s.id",
+                    "sl.line_index",
+                )
+            ),
+        ),
     )
     item = _object(
         ("name", _value("li.v->>'name'")), ("quantity", _value("(li.v->>'quantity')::int"))
@@ -246,7 +299,8 @@ def _view_sql(full: bool) -> str:
             f" else {_value('o.estimated_delivery')} end",
         ),
         ("delivered_at", _value(_iso("o.delivered_at"))),
-        ("timeline", _array(event, events, "t.id")),
+        ("timeline", _array(event, events, "t.k1, t.k2, t.k3")),
+        ("shipments", _array(parcel, _PARCELS, "s.number")),
         ("full", "'true'" if full else "'false'"),
         ("items", only_full(_array(item, _LINES, "li.n"))),
         ("currency", only_full(_value("o.currency"))),
@@ -261,6 +315,12 @@ def _view_sql(full: bool) -> str:
 
 
 _LINES = "jsonb_array_elements(o.line_items) with ordinality as li(v, n)"
+_PARCELS = (
+    "(select s.*, row_number() over (order by s.created_at, s.id) as number"
+    " from agent_orders.shipments s where s.order_id = o.id) s"
+)
+"""The order's shipments, numbered from 1 in the order they were made."""
+_PARCEL_KINDS = ", ".join(f"'shipment_{k.value}'" for k in CarrierEventKind)  # constants
 
 
 _BY = {"number": "o.order_number = %(key)s", "id": "o.id = %(key)s"}
@@ -314,6 +374,8 @@ class Lookup:
         data = json.loads(self.full if full else self.public)
         if full:
             data["carrier_url"] = carrier_url(data["carrier"], data["tracking_number"])
+            for parcel in data["shipments"]:
+                parcel["carrier_url"] = carrier_url(parcel["carrier"], parcel["tracking_number"])
         return TrackingView.model_validate(data)
 
 

@@ -261,7 +261,12 @@
     show($("detail-error"), "");
     show($("detail-message"), "");
     try {
-      renderOrder(await api("/api/orders/" + encodeURIComponent(id)));
+      const [order, parcels] = await Promise.all([
+        api("/api/orders/" + encodeURIComponent(id)),
+        api("/api/orders/" + encodeURIComponent(id) + "/shipments"),
+      ]);
+      renderOrder(order);
+      renderShipments(parcels);
     } catch (error) {
       show($("list-error"), explain(error));
       return;
@@ -321,6 +326,26 @@
     $("edit-diff").hidden = true;
   }
 
+  // A parcel: carrier and number (linked), the carrier's latest word, what it holds, and its
+  // scans newest first.
+  function renderShipments(parcels) {
+    $("detail-shipments-section").hidden = !parcels.length;
+    $("detail-shipments").replaceChildren(...parcels.map((s, i) =>
+      el("li", { "data-shipment": s.id },
+        el("span", { class: "event-label" }, "Parcel " + (i + 1) + " · " +
+          (s.status ? label(s.status.replace(/_/g, " ")) : "no carrier scan yet")), " ",
+        s.status_at ? el("time", { datetime: s.status_at }, when(s.status_at)) : null,
+        el("p", { class: "event-note" }, s.carrier + " ",
+          s.carrier_url ? el("a", { href: s.carrier_url, target: "_blank", rel: "noopener noreferrer" },
+            s.tracking_number) : s.tracking_number),
+        el("p", { class: "muted" }, s.lines.map((l) => l.quantity + " × " + l.name).join(", ")),
+        el("ol", { class: "timeline" }, ...s.events.slice().reverse().map((e) =>
+          el("li", {}, label(e.kind.replace(/_/g, " ")), " ",
+            el("time", { datetime: e.at }, when(e.at)),
+            e.location ? el("span", { class: "muted" }, " · " + e.location) : null,
+            e.description ? el("p", { class: "event-note" }, e.description) : null))))));
+  }
+
   function renderProblems(order) {
     $("detail-problems-section").hidden = !order.problems.length;
     $("detail-problems").replaceChildren(...order.problems.map((p) =>
@@ -367,6 +392,8 @@
     if (e.kind === "tracking_updated") return "Tracking updated";
     if (e.kind === "problem_reported") return "Problem reported";
     if (e.kind === "problem_resolved") return "Problem resolved";
+    if (e.kind === "shipment_created") return "Shipment added";
+    if (e.kind.startsWith("shipment_")) return "Parcel: " + e.kind.slice(9).replace(/_/g, " ");
     if (EVENT_LABELS[e.kind]) return EVENT_LABELS[e.kind];
     return (e.from_status ? label(e.from_status) + " → " : "") + label(e.to_status || e.kind);
   }

@@ -41,6 +41,7 @@ async def get_order_status(inv: Invocation, a: GetOrderStatusArgs) -> Result:
         | ({"status": e.status.value} if e.status else {})
         | ({"note": e.note} if e.note else {})
         for e in view.timeline
+        if e.shipment is None  # carrier scans: only each parcel's latest, under `shipments`
     ]
     result: Result = {
         "order_number": view.order_number,
@@ -55,6 +56,8 @@ async def get_order_status(inv: Invocation, a: GetOrderStatusArgs) -> Result:
         result["estimated_delivery"] = eta.isoformat() if eta else None
     if len(timeline) > MAX_LIST:
         result["earlier_events"] = len(timeline) - MAX_LIST
+    if view.shipments:
+        result["shipments"] = [_parcel(view, s) for s in view.shipments[:MAX_LIST]]
     if view.customer is not None:
         items = view.items or []
         result["items"] = [f"{i.quantity} x {i.name}" for i in items[:MAX_LIST]]
@@ -118,6 +121,27 @@ async def get_order_status(inv: Invocation, a: GetOrderStatusArgs) -> Result:
                 " the items, carrier, address and total"
             )
     return {k: v for k, v in result.items() if v is not None}
+
+
+def _parcel(view: tracking.TrackingView, s: tracking.TrackedShipment) -> Result:
+    """A parcel and the carrier's latest word on it ("out_for_delivery" at 08:02, where)."""
+    latest = next(
+        (e for e in reversed(view.timeline) if e.shipment == s.number and e.at == s.status_at),
+        None,
+    )
+    out: Result = {
+        "parcel": s.number,
+        "carrier": s.carrier,
+        "tracking_number": s.tracking_number,
+        "carrier_url": s.carrier_url,
+        "latest": s.status.value if s.status else "awaiting carrier scan",
+        "at": s.status_at.isoformat(timespec="minutes") if s.status_at else None,
+        "where": latest.location if latest else None,
+        "carrier_says": latest.note if latest else None,
+    }
+    if s.delivered_at is None and s.estimated_delivery:
+        out["estimated_delivery"] = s.estimated_delivery.isoformat()
+    return {k: v for k, v in out.items() if v is not None}
 
 
 async def _has_orders_here(inv: Invocation, filtered: bool) -> bool:
