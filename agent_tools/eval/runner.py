@@ -13,7 +13,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID, uuid4
@@ -30,8 +30,8 @@ from agent_tools.errors import OrderError
 from agent_tools.eval.customer import SimulatedCustomer
 from agent_tools.eval.scenario import ExpectedOrder, Scenario
 from agent_tools.migrate import migrate
-from agent_tools.models import Actor, Order, Provenance
-from agent_tools.service import agents, catalog, orders
+from agent_tools.models import Actor, LineItem, Order, Provenance
+from agent_tools.service import agents, catalog, orders, returns
 from agent_tools.tools import ToolContext, Toolkit
 
 EVAL_OWNER = UUID("00000000-0000-4000-8000-00000000e7a1")
@@ -158,6 +158,7 @@ async def _seed(
                     "shipping_address": seed.address,
                     "items": [{"sku": k, "quantity": v} for k, v in seed.items.items()],
                     "conversation_id": conversation if seed.in_this_chat else f"earlier-{seed.ref}",
+                    "contact_verified": seed.contact_verified,
                 },
                 by=Provenance(actor=Actor.system),
             )
@@ -182,12 +183,17 @@ def _fill(text: str, seeded: dict[str, Order]) -> str:
     )
 
 
-def _same(expected: ExpectedOrder, order: Order) -> bool:
+def _count(lines: Iterable[LineItem]) -> dict[str, int]:
+    """sku (or name, for a custom line) -> quantity."""
     items: dict[str, int] = {}
-    for line in order.line_items:
+    for line in lines:
         items[line.sku or line.name] = items.get(line.sku or line.name, 0) + line.quantity
+    return items
+
+
+def _same(expected: ExpectedOrder, order: Order) -> bool:
     return (
-        items == expected.items
+        _count(order.line_items) == expected.items
         and order.status == expected.status
         and (expected.total is None or order.total == expected.total)
         and (expected.customer_email is None or order.customer_email == expected.customer_email)
@@ -214,6 +220,10 @@ async def _grade(
         seeded_ids = {o.id for o in seeded.values()}
         created = [o for o in page.orders if o.id not in seeded_ids]
         now = {ref: await orders.get_order(conn, o.id) for ref, o in seeded.items()}
+        opened = {
+            ref: _count(ln for r in await returns.for_order(conn, o.id) for ln in r.lines)
+            for ref, o in seeded.items()
+        }
     unmatched = list(created)
     for want in expect.orders:
         match = next((o for o in unmatched if _same(want, o)), None)
@@ -227,6 +237,17 @@ async def _grade(
     for ref, status in expect.statuses.items():
         if now[ref].status != status:
             trial.reasons.append(f"order {ref} is {now[ref].status.value}, expected {status.value}")
+    for ref, wanted in expect.items.items():
+        if _count(now[ref].line_items) != wanted:
+            trial.reasons.append(
+                f"order {ref} holds {_count(now[ref].line_items)}, expected {wanted}"
+            )
+    for ref, returned in opened.items():
+        if returned != expect.returns.get(ref, {}):
+            trial.reasons.append(
+                f"returns opened on order {ref}: {returned or 'none'},"
+                f" expected {expect.returns.get(ref) or 'none'}"
+            )
     said = "\n".join(replies).casefold()
     for text in expect.reply_contains:
         if _fill(text, seeded).casefold() not in said:

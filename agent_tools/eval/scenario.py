@@ -68,6 +68,9 @@ class SeedOrder(_Strict):
     status: OrderStatus = OrderStatus.confirmed
     in_this_chat: bool = False
     """Placed earlier in this same conversation (so it is the customer's without proof)."""
+    contact_verified: bool = True
+    """Placed by a signed-in customer, so its email or phone proves whose it is (false: typed
+    into a chat, which proves nothing)."""
     address: dict[str, Any] = {
         "line1": "12 Hidden Lane",
         "city": "Portland",
@@ -116,6 +119,11 @@ class Expect(_Strict):
     """The orders this conversation creates, exactly (none: an empty list)."""
     statuses: dict[str, OrderStatus] = {}
     """Seeded orders by ref -> their status at the end."""
+    items: dict[str, dict[str, int]] = {}
+    """Seeded orders by ref -> their items (sku -> quantity) at the end: what an edit leaves."""
+    returns: dict[str, dict[str, int]] = {}
+    """Seeded orders by ref -> the items (sku -> quantity) of the returns the conversation
+    opened, exactly (an order not named here: no return)."""
     reply_contains: list[str] = []
     """Each must appear (case-insensitive) in some reply to the customer."""
     reply_excludes: list[str] = []
@@ -154,9 +162,10 @@ class Scenario(_Strict):
         refs = [o.ref for o in self.orders]
         if len(set(refs)) != len(refs):
             raise ValueError("two seeded orders share a ref")
-        unknown = set(self.expect.statuses) - set(refs)
-        if unknown:
-            raise ValueError(f"expect.statuses names unknown orders: {sorted(unknown)}")
+        for field in ("statuses", "items", "returns"):
+            unknown = set(getattr(self.expect, field)) - set(refs)
+            if unknown:
+                raise ValueError(f"expect.{field} names unknown orders: {sorted(unknown)}")
         return self
 
 
