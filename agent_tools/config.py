@@ -121,7 +121,18 @@ class Settings(BaseSettings):
     mail_from: str = Field("orders@localhost", validation_alias="AGENT_ORDERS_MAIL_FROM")
     """The sender address of customer emails (the store's name is the sender name)."""
 
-    @field_validator("smtp_url", mode="before")
+    stripe_secret_key: SecretStr | None = None
+    """Stripe's secret key (sk_live_... / sk_test_...): Checkout Sessions and refunds."""
+
+    stripe_webhook_secret: SecretStr | None = None
+    """The signing secret (whsec_...) of the Stripe webhook endpoint
+    `/api/payments/stripe/webhook`."""
+
+    stripe_api_base: str | None = Field(None, validation_alias="AGENT_ORDERS_STRIPE_API_BASE")
+    """Another address for Stripe's API (a proxy, or a local stand-in in tests); unset:
+    Stripe's own."""
+
+    @field_validator("smtp_url", "stripe_secret_key", "stripe_webhook_secret", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         # `SMTP_URL=` in an environment file means "no mail server", not a server named "".

@@ -21,7 +21,8 @@ from fastapi.templating import Jinja2Templates
 from agent_tools.db import Database
 from agent_tools.errors import NotFound
 from agent_tools.models import OrderStatus
-from agent_tools.service import tracking
+from agent_tools.payments import runner
+from agent_tools.service import payments, tracking
 from agent_tools.service.events import EVENT_TYPES
 from api.deps import DbDep, get_state, limit_tracking
 from api.problems import ApiError
@@ -147,6 +148,8 @@ async def _lookup(
         await limit_tracking(request, state)
         async with db.reader() as conn:
             view = await tracking.track(conn, number, email=email or None, token=token or None)
+            # Only its customer is offered to pay it (the link names items and the total).
+            pay = view.full and await payments.payable(conn, view.order_number) is not None
     except RateLimited as exc:
         response = _form_page(request, 429, number=number, problem="rate_limited")
         response.headers.update(exc.headers)
@@ -154,7 +157,7 @@ async def _lookup(
     except NotFound:
         await state.track_limiter.failed()
         return _form_page(request, 404, number=number, email=email, problem="not_found")
-    return _render(request, "track_order.html", {"view": view})
+    return _render(request, "track_order.html", {"view": view, "pay": pay})
 
 
 @router.get("/track", response_class=HTMLResponse)
@@ -188,6 +191,7 @@ async def read_tracking_page(
     order_number: str,
     token: Annotated[str | None, Query(max_length=128)] = None,
     email: Annotated[str | None, Query(max_length=320, include_in_schema=False)] = None,
+    pay: Annotated[bool, Query(include_in_schema=False)] = False,
 ) -> Response:
     """An order's progress; its details with its tracking link's token or matching email.
 
@@ -198,7 +202,8 @@ async def read_tracking_page(
     """
     if token is not None or email is not None:
         clean = _track_url(order_number)
-        response = RedirectResponse(clean, status_code=303)
+        # The email's "Pay now": the link's token goes to the cookie, then on to paying.
+        response = RedirectResponse(clean + "/pay" if pay and token else clean, status_code=303)
         response.headers.update(SECURITY_HEADERS)
         if token:
             secure = request.url.scheme == "https" or (
@@ -215,6 +220,25 @@ async def read_tracking_page(
             )
         return response
     return await _lookup(request, db, order_number, token=request.cookies.get(TOKEN_COOKIE, ""))
+
+
+@router.get("/track/{order_number}/pay", response_class=HTMLResponse)
+async def pay_order(request: Request, db: DbDep, order_number: str) -> Response:
+    """The tracking page's "Pay now": on to the order's Stripe Checkout page (the open link,
+    or a fresh one once it expired). Only with the order's tracking link (its cookie)."""
+    back = RedirectResponse(_track_url(order_number), status_code=303)
+    token = request.cookies.get(TOKEN_COOKIE, "")
+    async with db.connection() as conn:
+        try:
+            view = await tracking.track(conn, order_number, token=token or None)
+        except NotFound:
+            return back
+        order_id = await payments.payable(conn, view.order_number) if view.full else None
+        if order_id is None:
+            return back
+        await payments.request_link(conn, order_id)
+    url = await runner.payment_url(db, order_id, (await get_state(request)).settings)
+    return RedirectResponse(url, status_code=303) if url else back
 
 
 @router.post("/track/{order_number}", response_class=HTMLResponse)

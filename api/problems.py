@@ -55,6 +55,7 @@ class ApiError(OrderError):
 
 
 _DESCRIPTIONS = {
+    400: "Not an event signed with this server's webhook secret (or a stale one)",
     401: "Missing, invalid or expired credentials",
     404: "Not found, or not yours",
     409: "Conflict: invalid transition, version mismatch or reused Idempotency-Key",

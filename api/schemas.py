@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, RootModel
 
 from agent_tools.models import Order, OrderEvent, OrderStatus, ProblemReport, Product, ProductIn
 from agent_tools.models.changes import Return
+from agent_tools.models.payments import Payment
 from agent_tools.service.api_keys import ApiKey
 from agent_tools.service.catalog import MAX_BATCH
 
@@ -23,6 +24,10 @@ class OrderDetail(Order):
     """Problems the customer reported on this order (open and resolved cases), oldest first."""
     returns: list[Return]
     """Returns of this order's items, oldest first."""
+    payments: list[Payment] = []
+    """Checkout links, payments and refunds, oldest first."""
+    payment_url: str | None = None
+    """The Checkout link the customer can pay now (stripe stores, while something is owed)."""
 
 
 class ProductsIn(BaseModel):

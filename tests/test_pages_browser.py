@@ -381,3 +381,44 @@ def test_confirmation_page_places_the_order_once(
     )
     assert forged.status_code == 403
     assert errors == []
+
+
+def test_dashboard_records_a_payment_and_a_refund(
+    browser: Browser, live: tuple[ApiProcess, Demo]
+) -> None:
+    srv, demo = live
+    errors: list[str] = []
+    bob = demo.orders["Bob"]
+    page = new_page(browser, srv.base, errors)
+    page.goto("/dashboard")
+    page.get_by_label("API key or Supabase access token").fill(demo.api_key)
+    page.keyboard.press("Enter")
+    page.get_by_label("Search").fill("bob@example.com")
+    page.get_by_role("button", name="Apply").click()
+    page.get_by_role("button", name=bob.order_number).click()
+    dialog = page.get_by_role("dialog")
+    payment = dialog.locator("#detail-payment-section")
+    expect(payment.locator("#detail-payment")).to_contain_text("Pending")
+    expect(payment.locator("#refund-form")).to_have_count(0)
+    form = payment.locator("#payment-form")
+    form.get_by_label("Method (cash, transfer…)").fill("bank transfer")
+    form.get_by_label("Amount").fill(str(bob.total))
+    form.get_by_role("button", name="Record payment").click()
+    expect(dialog.get_by_role("status")).to_contain_text("Payment recorded.")
+    expect(payment.locator("#detail-payment")).to_contain_text("Paid")
+    expect(payment.locator("#payment-form")).to_have_count(0)
+    refund = payment.locator("#refund-form")
+    refund.get_by_label(re.compile("^Amount")).fill("1.00")
+    refund.get_by_label("Reason").fill("late delivery")
+    refund.get_by_role("button", name="Refund").click()
+    expect(dialog.get_by_role("status")).to_contain_text("Refund recorded.")
+    expect(payment.locator("#detail-payment")).to_contain_text("Partially refunded")
+    expect(payment.locator("#detail-payments li")).to_have_count(2)
+    expect(dialog.locator("#detail-history")).to_contain_text("Payment refunded")
+    snap(page, "dashboard-payment")
+    # A refund past what is left is refused with the API's explanation.
+    refund = payment.locator("#refund-form")
+    refund.get_by_label(re.compile("^Amount")).fill("100000.00")
+    refund.get_by_role("button", name="Refund").click()
+    expect(dialog.locator("#detail-error")).to_contain_text("left to refund")
+    assert errors == []

@@ -46,6 +46,7 @@ SUBJECTS = {
     "return_refunded": "Your refund for order {number}",
     "out_for_delivery": "Your order {number} is out for delivery",
     "failed_attempt": "Delivery of your order {number} was attempted",
+    "payment_receipt": "Payment received for your order {number}",
 }
 
 PARCEL_MAILS = frozenset({"out_for_delivery", "failed_attempt"})
@@ -87,13 +88,19 @@ class MailJob:
     html: str | None
     message_id: str | None
     attempts: int
+    card_payments: bool = False
 
 
-def render(kind: str, body: dict[str, Any], store: str) -> tuple[str, str, str]:
-    """(subject, text, html) of a `kind` mail about the event `body` (a webhook body)."""
+def render(
+    kind: str, body: dict[str, Any], store: str, *, card_payments: bool = False
+) -> tuple[str, str, str]:
+    """(subject, text, html) of a `kind` mail about the event `body` (a webhook body).
+    `card_payments`: the store takes payment by Stripe Checkout, so an unpaid order's mail
+    has a "Pay now" link (through the tracking link, which opens the payment page)."""
     order = body["data"]["order"]
     # A parcel's mail names that parcel (an order may ship in several).
     parcel = body["data"]["event"]["data"] if kind in PARCEL_MAILS else {}
+    unpaid = order.get("payment_status") in ("pending", "failed") and order["status"] != "cancelled"
     context = {
         "kind": kind,
         "store": store,
@@ -104,6 +111,7 @@ def render(kind: str, body: dict[str, Any], store: str) -> tuple[str, str, str]:
             parcel.get("tracking_number", order["tracking_number"]),
         ),
         "parcel": parcel,
+        "pay_url": order["tracking_url"] + "&pay=1" if card_payments and unpaid else None,
     }
     subject = SUBJECTS[kind].format(number=order["order_number"])
     return (
@@ -129,7 +137,7 @@ _CLAIM = (
     " from due, agent_orders.outbox x, agent_orders.agents a"
     " where m.id = due.id and x.event_id = m.event_id and a.id = x.agent_id"
     " returning m.id, m.event_id, m.kind, m.to_address, m.subject, m.text_body, m.html_body,"
-    " m.message_id, m.attempts, a.name as store"
+    " m.message_id, m.attempts, a.name as store, a.payment_mode = 'stripe' as card_payments"
 )
 
 
@@ -149,6 +157,7 @@ async def claim(conn: Conn, n: int, me: str, settings: Settings) -> list[MailJob
             html=r["html_body"],
             message_id=r["message_id"],
             attempts=r["attempts"],
+            card_payments=r["card_payments"],
         )
         for r in await cur.fetchall()
     ]
@@ -165,7 +174,9 @@ async def _render_once(db: Database, job: MailJob, settings: Settings) -> None:
             raise Unrenderable("the event's order snapshot could not be read")
         if job.kind not in SUBJECTS:
             raise Unrenderable(f"no mail text for the kind {job.kind!r}")
-        job.subject, job.text, job.html = render(job.kind, bodies[job.event_id], job.sender_name)
+        job.subject, job.text, job.html = render(
+            job.kind, bodies[job.event_id], job.sender_name, card_payments=job.card_payments
+        )
         job.message_id = message_id(job.event_id, job.kind, settings.mail_from)
         await conn.execute(
             "update agent_orders.mail_messages set subject = %(subject)s, text_body = %(text)s,"

@@ -28,6 +28,7 @@ import psycopg
 from agent_tools.config import Settings, get_settings
 from agent_tools.db import Database, connect_kwargs
 from agent_tools.delivery import mailer, retention, webhook
+from agent_tools.payments import runner
 
 log = logging.getLogger(__name__)
 
@@ -74,11 +75,11 @@ class Deliverer:
                 room = concurrency - len(self._inflight)
                 started = 0
                 # Each kind in its own short transaction, so a claimed job is on its way
-                # before the other kind is looked at; the kinds take turns going first, so
-                # a backlog of one (a slow endpoint's webhooks) never starves the other.
-                kinds = (self._claim_webhooks, self._claim_mails)
+                # before the next kind is looked at; the kinds take turns going first, so
+                # a backlog of one (a slow endpoint's webhooks) never starves the others.
+                kinds = (self._claim_webhooks, self._claim_payments, self._claim_mails)
                 turn += 1
-                for claim in kinds[turn % 2 :] + kinds[: turn % 2]:
+                for claim in kinds[turn % 3 :] + kinds[: turn % 3]:
                     if room - started <= 0:
                         break
                     try:
@@ -131,6 +132,11 @@ class Deliverer:
             hooks = await webhook.claim(conn, room, me, s)
         return [partial(webhook.deliver, self.db, client, h, me, s) for h in hooks]
 
+    async def _claim_payments(self, room: int) -> list[Callable[[], Awaitable[None]]]:
+        me, s = self.name, self.settings
+        jobs = await runner.claim(self.db, me, room, s)
+        return [partial(runner.perform, self.db, j, me, s) for j in jobs]
+
     async def _claim_mails(self, room: int) -> list[Callable[[], Awaitable[None]]]:
         me, s = self.name, self.settings
         async with self.db.connection() as conn:
@@ -162,7 +168,7 @@ class Deliverer:
             await self._client.aclose()
         try:
             async with self.db.connection() as conn:
-                for table in ("webhook_deliveries", "mail_messages"):
+                for table in ("webhook_deliveries", "mail_messages", "payments"):
                     await conn.execute(
                         f"update agent_orders.{table} set locked_until = null, locked_by = null"
                         " where locked_by = %(me)s and state = 'pending'",

@@ -9,6 +9,7 @@ from agent_tools.models.catalog import (
     AgentIn,
     AgentSettings,
     ConfirmationMode,
+    PaymentMode,
     Product,
     ProductIn,
 )
@@ -79,6 +80,7 @@ __all__ = [
     "OrderFilter",
     "OrderPage",
     "OrderStatus",
+    "PaymentMode",
     "PaymentStatus",
     "Phone",
     "ProblemKind",

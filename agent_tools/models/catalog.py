@@ -34,6 +34,19 @@ class ConfirmationMode(StrEnum):
     """Only the trusted confirmation page `/confirm/{token}` places the order."""
 
 
+class PaymentMode(StrEnum):
+    """How a store's customers pay (the rules: `service.payments`)."""
+
+    none = "none"
+    """On delivery or by invoice: the owner records payments (`POST .../payments`)."""
+    stripe = "stripe"
+    """A Stripe Checkout link for each confirmed order; Stripe's webhook marks it paid."""
+
+
+StripeAccount = Annotated[str, StringConstraints(pattern=r"^acct_[A-Za-z0-9]{1,64}$")]
+ExpiryHours = Annotated[int, Field(ge=1, le=24)]
+
+
 class AgentIn(_In):
     name: Name
     currency: Currency = "USD"
@@ -47,6 +60,12 @@ class AgentIn(_In):
     editable_while_processing: bool = False
     """Whether orders can still be edited while `processing` (always while pending or
     confirmed; never once packaged)."""
+    payment_mode: PaymentMode = PaymentMode.none
+    """`none` (pay on delivery or by invoice) or `stripe` (a Checkout link per order)."""
+    stripe_account: StripeAccount | None = None
+    """A Stripe Connect account (acct_...) the store is paid into; null: the platform's."""
+    checkout_expiry_hours: ExpiryHours = 24
+    """How long a Checkout link stays payable (1 to 24 hours)."""
 
 
 class AgentSettings(_In):
@@ -57,6 +76,9 @@ class AgentSettings(_In):
     language: Language | None = None
     return_window_days: ReturnWindow | None = None
     editable_while_processing: bool | None = None
+    payment_mode: PaymentMode | None = None
+    stripe_account: StripeAccount | None = None
+    checkout_expiry_hours: ExpiryHours | None = None
 
 
 class Agent(BaseModel):
@@ -69,6 +91,9 @@ class Agent(BaseModel):
     language: str = "en"
     return_window_days: int = 30
     editable_while_processing: bool = False
+    payment_mode: PaymentMode = PaymentMode.none
+    stripe_account: str | None = None
+    checkout_expiry_hours: int = 24
     created_at: datetime
     updated_at: datetime
 

@@ -74,6 +74,7 @@ class Actor(StrEnum):
 class PaymentStatus(StrEnum):
     pending = "pending"
     paid = "paid"
+    partially_refunded = "partially_refunded"
     refunded = "refunded"
     failed = "failed"
 
@@ -187,6 +188,10 @@ class Order(BaseModel):
     internal_notes: str | None
     payment_status: PaymentStatus
     payment_method: str | None
+    amount_paid: Decimal = Decimal("0.00")
+    """Money received for the order (Stripe or recorded by the owner)."""
+    amount_refunded: Decimal = Decimal("0.00")
+    """Refunds decided (made, or on their way at Stripe); never more than `amount_paid`."""
     metadata: dict[str, Any]
     contact_verified: bool
     """Whether the email/phone were verified by the host, not just typed into a chat."""

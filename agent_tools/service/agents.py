@@ -10,7 +10,8 @@ from agent_tools.models import Agent, AgentIn, AgentSettings
 
 _COLUMNS = (
     "id, owner_id, name, currency, shipping_fee, confirmation, language, return_window_days,"
-    " editable_while_processing, created_at, updated_at"
+    " editable_while_processing, payment_mode, stripe_account, checkout_expiry_hours,"
+    " created_at, updated_at"
 )
 
 
@@ -19,8 +20,9 @@ async def create_agent(conn: Conn, owner_id: UUID, data: AgentIn | dict[str, obj
     cur = await conn.execute(
         "insert into agent_orders.agents"
         " (owner_id, name, currency, shipping_fee, confirmation, language, return_window_days,"
-        " editable_while_processing) values (%(owner)s, %(name)s, %(currency)s, %(fee)s,"
-        " %(confirmation)s, %(language)s, %(window)s, %(processing)s)"
+        " editable_while_processing, payment_mode, stripe_account, checkout_expiry_hours)"
+        " values (%(owner)s, %(name)s, %(currency)s, %(fee)s, %(confirmation)s, %(language)s,"
+        " %(window)s, %(processing)s, %(payment_mode)s, %(stripe_account)s, %(expiry)s)"
         " returning " + _COLUMNS,
         {
             "owner": owner_id,
@@ -31,6 +33,9 @@ async def create_agent(conn: Conn, owner_id: UUID, data: AgentIn | dict[str, obj
             "language": new.language,
             "window": new.return_window_days,
             "processing": new.editable_while_processing,
+            "payment_mode": new.payment_mode,
+            "stripe_account": new.stripe_account,
+            "expiry": new.checkout_expiry_hours,
         },
     )
     row = await cur.fetchone()
@@ -77,6 +82,9 @@ async def update_agent(
         " language = coalesce(%(language)s, language),"
         " return_window_days = coalesce(%(window)s, return_window_days),"
         " editable_while_processing = coalesce(%(processing)s, editable_while_processing),"
+        " payment_mode = coalesce(%(payment_mode)s, payment_mode),"
+        " stripe_account = coalesce(%(stripe_account)s, stripe_account),"
+        " checkout_expiry_hours = coalesce(%(expiry)s, checkout_expiry_hours),"
         " updated_at = now()"
         " where id = %(id)s and (%(owner)s::uuid is null or owner_id = %(owner)s)"
         " returning " + _COLUMNS,
@@ -90,6 +98,9 @@ async def update_agent(
             "language": change.language,
             "window": change.return_window_days,
             "processing": change.editable_while_processing,
+            "payment_mode": change.payment_mode,
+            "stripe_account": change.stripe_account,
+            "expiry": change.checkout_expiry_hours,
         },
     )
     row = await cur.fetchone()

@@ -30,7 +30,7 @@ from agent_tools.errors import NotFound, OrderError, parse
 from agent_tools.models import Actor, ConfirmationMode, LineItem, NewOrder, Order, Provenance
 from agent_tools.models.changes import EditPlan
 from agent_tools.models.common import STORED
-from agent_tools.service import catalog, edits, orders, returns
+from agent_tools.service import catalog, edits, orders, payments, returns
 
 _COLUMNS = (
     "id, kind, agent_id, conversation_id, turn, payload, order_id, created_at, expires_at,"
@@ -526,6 +526,8 @@ async def _carry_out(
                 )
 
         order = await orders.insert_order(conn, new, by=by, check=same_total)
+        # A `stripe` store's order gets its Checkout link, made at Stripe after the commit.
+        await payments.order_placed(conn, order)
     elif draft.kind == "cancel":
         assert draft.order_id is not None
         order = await orders.cancel_order(

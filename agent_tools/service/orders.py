@@ -40,14 +40,14 @@ from agent_tools.models import (
     StatusChange,
     allowed_next,
 )
-from agent_tools.service import catalog, stock
+from agent_tools.service import catalog, payments, stock
 
 COLUMNS = (
     "id, order_number, agent_id, owner_id, conversation_id, customer_name, customer_email,"
     " customer_phone, shipping_address, line_items, subtotal, shipping_fee, total, currency,"
     " status, tracking_number, carrier, estimated_delivery, customer_notes, internal_notes,"
-    " payment_status, payment_method, metadata, contact_verified, tracking_token_version,"
-    " version, created_at, updated_at, shipped_at,"
+    " payment_status, payment_method, amount_paid, amount_refunded, metadata, contact_verified,"
+    " tracking_token_version, version, created_at, updated_at, shipped_at,"
     " delivered_at, cancelled_at"
 )
 """Every column an `Order` is read from."""
@@ -456,6 +456,15 @@ async def update_status(
             note_visible=change.note_for_customer or by.actor in (Actor.agent, Actor.customer),
             data=tracking,
         )
+        if target == OrderStatus.cancelled:
+            # Open payment links close; what was paid is refunded (after the commit).
+            await payments.order_cancelled(conn, order.id, by)
+            cur = await conn.execute(
+                sql.SQL("select {} from agent_orders.orders where id = %(id)s").format(_COLUMNS),
+                {"id": order.id},
+            )
+            row = await cur.fetchone()
+            assert row is not None
     return Order.model_validate(row)
 
 

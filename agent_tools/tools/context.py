@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
 from uuid import UUID
 
 from agent_tools.config import Settings
-from agent_tools.db import Conn
+from agent_tools.db import Conn, Database
 from agent_tools.models import Actor, Order, Provenance
 
 
@@ -69,6 +71,11 @@ class Invocation:
     ctx: ToolContext
     tool_call_id: str | None
     settings: Settings
+    after_commit: list[Callable[[Database, dict[str, Any]], Awaitable[None]]] = field(
+        default_factory=list
+    )
+    """Steps to run once the call's transaction committed, each given the database and the
+    result to complete (a payment link is made at Stripe only for an order that exists)."""
 
     @property
     def by(self) -> Provenance:

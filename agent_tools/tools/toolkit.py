@@ -165,6 +165,66 @@ def _check_text(value: Any) -> None:
             stack.extend((v, f"{path}[{i}]") for i, v in enumerate(node))
 
 
+class CardNumberRefused(ValidationFailed):
+    """Card data has no place in a chat: the store would carry it (PCI DSS)."""
+
+    code = "card_number_refused"
+
+
+_DIGIT_RUN = re.compile(r"\d(?:[ .-]?\d){12,}")
+"""13 or more digits, written together or grouped by spaces, dots or dashes."""
+
+
+def _luhn(digits: str) -> bool:
+    total = 0
+    for i, c in enumerate(reversed(digits)):
+        d = int(c) * (2 if i % 2 else 1)
+        total += d - 9 if d > 9 else d
+    return total % 10 == 0
+
+
+def _card_number_in(text: str) -> bool:
+    """Whether `text` holds a Luhn-valid run of 13 to 19 digits (a payment card's number),
+    written whole or in groups, possibly between other digits."""
+    for run in _DIGIT_RUN.finditer(text):
+        groups = re.split(r"[ .-]", run.group())
+        for i in range(len(groups)):
+            for j in range(i + 1, len(groups) + 1):
+                digits = "".join(groups[i:j])
+                if 13 <= len(digits) <= 19 and _luhn(digits):
+                    return True
+                if len(digits) > 19:
+                    if j == i + 1 and any(
+                        _luhn(digits[a : a + n])
+                        for n in range(13, 20)
+                        for a in range(len(digits) - n + 1)
+                    ):
+                        return True
+                    break  # longer sequences of groups only grow
+    return False
+
+
+def _refuse_card_numbers(value: Any) -> None:
+    """One rule for every tool and argument: a card number is refused before anything reads,
+    stores or logs the arguments. The error names the field, never the number."""
+    stack: list[tuple[Any, str]] = [(value, "arguments")]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, str) and _card_number_in(node):
+            raise CardNumberRefused(
+                f"{path} looks like a payment card number; it was not saved",
+                field=path,
+                hint="never take card numbers in the chat: tell the customer to keep their card"
+                " details private; they pay only through the payment link the store sends",
+            )
+        if isinstance(node, dict):
+            for k, v in node.items():
+                stack.append((k, path))
+                stack.append((v, f"{path}.{k}" if path != "arguments" else str(k)))
+        elif isinstance(node, list):
+            stack.extend((v, f"{path}[{i}]") for i, v in enumerate(node))
+
+
 def _failure(exc: OrderError) -> dict[str, Any]:
     details = {k: v for k, v in exc.to_dict().items() if k not in ("code", "message", "hint")}
     details.pop("errors", None)
@@ -295,13 +355,24 @@ class Toolkit:
                 if error is not None:
                     raise _explain(error)
             _check_text(raw)
+            # After the schema, which bounds every string (so this stays cheap).
+            _refuse_card_numbers(raw)
             try:
                 args = tool.args.model_validate(raw)
             except pydantic.ValidationError as exc:
                 raise from_pydantic(exc) from None
             call_id = tool_call_id[:200] if tool_call_id else None
             async with self.db.connection() as conn:
-                result = await tool.run(Invocation(conn, ctx, call_id, self.settings), args)
+                inv = Invocation(conn, ctx, call_id, self.settings)
+                result = await tool.run(inv, args)
+            # Committed: now what had to wait for it (a payment link made at Stripe). The
+            # call has succeeded whatever happens here, so nothing here may turn it into a
+            # failure the model would repeat.
+            for then in inv.after_commit:
+                try:
+                    await then(self.db, result)
+                except Exception:
+                    log.warning("tool %s: a step after the commit failed", tool.name, exc_info=True)
             return {"ok": True, **result}
         except OrderError as exc:
             return _failure(exc)

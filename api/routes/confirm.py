@@ -18,7 +18,8 @@ from fastapi import APIRouter, Path, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from agent_tools.errors import NotFound, OrderError
-from agent_tools.service import drafts, tracking
+from agent_tools.payments import runner
+from agent_tools.service import drafts, payments, tracking
 from api.deps import DbDep, StateDep, limit_tracking
 from api.pages import _form, _render
 from api.ratelimit import RateLimited
@@ -58,10 +59,12 @@ async def read_confirmation_page(
         await limit_tracking(request, state)
         async with db.connection() as conn:
             draft, expired, order = await drafts.find_by_token(conn, token)
-            link = None
+            link = pay = None
             if order is not None and draft.confirmed_at is not None:
                 key = await tracking.signing_key(conn, state.settings)
                 link = tracking.tracking_url(key, order, state.settings)
+                open_link = await payments.open_link(conn, order.id)
+                pay = open_link.url if open_link and draft.kind == "order" else None
     except RateLimited as exc:
         response = _page(request, 429, problem="rate_limited")
         response.headers.update(exc.headers)
@@ -69,7 +72,7 @@ async def read_confirmation_page(
     except NotFound:
         return _page(request, 404, problem="not_found")
     if draft.confirmed_at is not None:
-        return _page(request, draft=draft, order=order, tracking_link=link)
+        return _page(request, draft=draft, order=order, tracking_link=link, pay_url=pay)
     if expired:
         return _page(request, 410, draft=draft, problem="expired")
     # Reuse the browser's token, so two open tabs of the page both still work.
@@ -106,7 +109,7 @@ async def submit_confirmation(
     try:
         await limit_tracking(request, state)
         async with db.connection() as conn:
-            await drafts.confirm_on_page(conn, token)
+            done = await drafts.confirm_on_page(conn, token)
     except RateLimited as exc:
         response = _page(request, 429, problem="rate_limited")
         response.headers.update(exc.headers)
@@ -117,5 +120,10 @@ async def submit_confirmation(
         return _page(request, 410, problem="expired")
     except OrderError as exc:
         return _page(request, exc.status, problem="refused", message=exc.message)
+    if done.draft.kind == "order":
+        # A `stripe` store's order goes on to its Checkout page, made now that it is committed.
+        url = await runner.payment_url(db, done.order.id, state.settings)
+        if url is not None:
+            return RedirectResponse(url, status_code=303)
     # Post/redirect/get: reloading the result page never re-submits the form.
     return RedirectResponse(request.url.path, status_code=303)

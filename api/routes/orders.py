@@ -22,7 +22,7 @@ from agent_tools.models import (
     StatusChange,
     allowed_next,
 )
-from agent_tools.service import orders, problems, returns, stats, tracking
+from agent_tools.service import orders, payments, problems, returns, stats, tracking
 from api.deps import ConnDep, IdempotencyKey, IfMatch, Instant, OwnerDep, if_match_version
 from api.idempotency import idempotent
 from api.problems import errors
@@ -46,6 +46,8 @@ async def detail(conn: Conn, order: Order) -> OrderDetail:
         tracking_url=tracking.tracking_url(key, order),
         problems=await problems.list_for_order(conn, order.id),
         returns=await returns.for_order(conn, order.id),
+        payments=await payments.list_for_order(conn, order.id),
+        payment_url=link.url if (link := await payments.open_link(conn, order.id)) else None,
     )
 
 

@@ -306,7 +306,7 @@
       ...fact("Delivered", order.delivered_at && when(order.delivered_at)),
       ...fact("Estimated delivery", !order.delivered_at && order.status !== "cancelled" &&
         order.estimated_delivery && dateOnly.format(new Date(order.estimated_delivery))),
-      ...fact("Payment", [order.payment_method, order.payment_status].filter(Boolean).join(", ")));
+      ...fact("Payment method", order.payment_method));
     $("detail-notes").replaceChildren(
       ...fact("From the customer", order.customer_notes), ...fact("Internal", order.internal_notes));
     if (!order.customer_notes && !order.internal_notes) {
@@ -320,6 +320,7 @@
         el("span", { class: "muted" }, " · " + e.actor),
         e.note ? el("p", { class: "event-note" }, e.note) : null)));
     renderProblems(order);
+    renderPayment(order);
     renderActions(order);
     $("ship-form").hidden = true;
     $("edit-form").hidden = true;
@@ -355,6 +356,53 @@
         el("p", { class: "event-note" }, p.details),
         p.resolution ? el("p", { class: "event-note" }, "Resolved: " + p.resolution) : null,
         p.status === "open" ? resolveForm(p) : null)));
+  }
+
+  function renderPayment(order) {
+    const money = (v) => formatMoney(v, order.currency);
+    $("detail-payment").replaceChildren(
+      label(order.payment_status.replace("_", " ")) + " · paid " + money(order.amount_paid) +
+        (Number(order.amount_refunded) > 0 ? " · refunded " + money(order.amount_refunded) : ""),
+      order.payment_url ? " · " : "",
+      order.payment_url ? el("a", { href: order.payment_url, rel: "noopener", target: "_blank" },
+        "payment link") : "");
+    $("detail-payments").replaceChildren(...order.payments.map((p) =>
+      el("li", { "data-payment": p.id },
+        el("span", { class: "event-label" },
+          label(p.kind === "checkout" ? "link" : p.kind) + " " + money(p.amount) + " · " + p.state),
+        " ", el("time", { datetime: p.created_at }, when(p.created_at)),
+        el("span", { class: "muted" }, " · " + [p.provider, p.method, p.reference].filter(Boolean).join(", ")),
+        p.last_error ? el("p", { class: "event-note" }, p.last_error) : null)));
+    const refundable = Number(order.amount_paid) - Number(order.amount_refunded);
+    const owed = Number(order.total) - Number(order.amount_paid);
+    $("payment-actions").replaceChildren(
+      refundable > 0 ? moneyForm("refund-form", "Refund", [["amount", "Amount (default: all " +
+        money(refundable) + ")", false], ["reason", "Reason", false]], "/refunds", "Refund recorded.") : null,
+      owed > 0 && order.status !== "cancelled" ? moneyForm("payment-form", "Record payment",
+        [["method", "Method (cash, transfer…)", true], ["amount", "Amount", true], ["reference", "Reference", false]],
+        "/payments", "Payment recorded.") : null);
+  }
+
+  function moneyForm(id, title, fields, path, done) {
+    const inputs = fields.map(([name, text, required]) =>
+      el("input", { name, "aria-label": text, placeholder: text, ...(required ? { required: "" } : {}) }));
+    return el("form", {
+      class: "inline-form", id,
+      onsubmit: async (event) => {
+        event.preventDefault();
+        show($("detail-error"), "");
+        const body = {};
+        for (const input of inputs) if (input.value.trim()) body[input.name] = input.value.trim();
+        try {
+          await api("/api/orders/" + encodeURIComponent(state.order.id) + path, { method: "POST", body });
+        } catch (error) {
+          show($("detail-error"), explain(error));
+          return;
+        }
+        await openOrder(state.order.id);
+        show($("detail-message"), done);
+      },
+    }, ...inputs, el("button", { type: "submit", class: "button small" }, title));
   }
 
   function resolveForm(problem) {
@@ -395,6 +443,7 @@
     if (e.kind === "shipment_created") return "Shipment added";
     if (e.kind.startsWith("shipment_")) return "Parcel: " + e.kind.slice(9).replace(/_/g, " ");
     if (EVENT_LABELS[e.kind]) return EVENT_LABELS[e.kind];
+    if (e.kind.startsWith("payment_")) return "Payment " + e.kind.slice(8);
     return (e.from_status ? label(e.from_status) + " → " : "") + label(e.to_status || e.kind);
   }
 

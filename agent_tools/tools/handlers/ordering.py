@@ -26,6 +26,7 @@ from agent_tools.tools.handlers.common import (
     money,
     ship_to,
 )
+from agent_tools.tools.handlers.paying import payment
 
 ANY_QUANTITY = "any quantity"
 """`available` of a product whose stock the store does not count."""
@@ -319,6 +320,7 @@ async def confirm_order(inv: Invocation, a: ConfirmOrderArgs) -> Result:
         }
         email = await mail.notice(inv.conn, order.id, "confirmation", smtp=smtp)
         result["confirmation_email"] = email
+        result["payment"] = await payment(inv, order, link=True)
         result["next"] = (
             "Tell the customer the order is placed: its number, what was ordered, the total, "
             "where it ships, and the tracking link"
@@ -355,6 +357,9 @@ async def confirm_order(inv: Invocation, a: ConfirmOrderArgs) -> Result:
         result["next"] = "Tell the customer the order is cancelled" + (
             f"; an email confirming it goes to {email['to']}." if email["will_be_sent"] else "."
         )
+        if order.amount_refunded > 0:
+            result["payment"] = await payment(inv, order, link=False)
+            result["next"] += " What they paid is refunded to how they paid."
     return result
 
 

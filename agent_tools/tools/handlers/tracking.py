@@ -19,6 +19,7 @@ from agent_tools.tools.handlers.common import (
     order_number,
     ship_to,
 )
+from agent_tools.tools.handlers.paying import payment
 
 
 async def get_order_status(inv: Invocation, a: GetOrderStatusArgs) -> Result:
@@ -102,6 +103,8 @@ async def get_order_status(inv: Invocation, a: GetOrderStatusArgs) -> Result:
                 for r in taken_back[-MAX_LIST:]
             ]
         result["total"] = money(c.total, order.currency)
+        # The bound customer's own unpaid order gets its payment link (a fresh one if needed).
+        result["payment"] = await payment(inv, order, link=ctx.owns(order))
         result["tracking_url"] = tracking.tracking_url(key, order, inv.settings)
     else:
         result["details"] = "redacted"
