@@ -214,6 +214,8 @@ def _serve(host: str, port: int, workers: int | None, forwarded_allow_ips: str |
     # How many share this host's limits (more than one without Redis: counted in PostgreSQL).
     workers = workers or default_workers()
     os.environ["AGENT_ORDERS_WORKERS"] = str(workers)
+    # Workers end with this process, however it ends (`api.app._end_with_supervisor`).
+    os.environ["AGENT_ORDERS_SUPERVISOR_PID"] = str(os.getpid())
     get_settings.cache_clear()
     get_api_settings.cache_clear()
     # After its graceful shutdown uvicorn raises the SIGTERM it caught again. Its default

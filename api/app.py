@@ -7,7 +7,11 @@ and reuse the dependencies of `api.deps` and the service functions the JSON rout
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
+import os
+import signal
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 
@@ -94,9 +98,26 @@ async def _housekeeping(db: Database, every: float) -> None:
         await asyncio.sleep(every)
 
 
+SUPERVISOR_PID = "AGENT_ORDERS_SUPERVISOR_PID"
+"""Set by `agent-orders serve` for its workers: the process that started them."""
+
+
+def _end_with_supervisor() -> None:
+    """In a worker of `agent-orders serve`: get SIGTERM when the supervisor ends, even by
+    SIGKILL (which leaves it no chance to stop its workers), so no orphan keeps the port."""
+    supervisor = int(os.environ.get(SUPERVISOR_PID) or 0)
+    if not supervisor or supervisor == os.getpid() or not sys.platform.startswith("linux"):
+        return
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    if os.getppid() != supervisor:  # it ended before the request was made
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def create_app(*, database: Database | None = None, settings: ApiSettings | None = None) -> FastAPI:
     """Build the app. With `database` the caller owns the pool; otherwise the lifespan opens
     one from the settings (migrating first) and closes it on shutdown."""
+    _end_with_supervisor()
     settings = settings or get_api_settings()
     state = AppState(
         settings=settings,

@@ -98,8 +98,10 @@ class ApiProcess:
         """The process's stdout and stderr."""
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 30) -> None:
-        """Start it and wait until `/ready` answers 200."""
+    def start(self, timeout: float = 90) -> None:
+        """Start it and wait until `/ready` answers 200. `serve` and `run` start a worker per
+        CPU, each importing the app afresh: on a machine busy with other work that takes
+        a while."""
         assert self.proc is None, "already running"
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(

@@ -190,9 +190,10 @@ def private_postgres() -> Iterator[PrivatePostgres]:
 
 
 def serve(database_url: str, log: Path, **env: str) -> ApiProcess:
-    """`agent-orders serve` on `database_url`, owners signing in with HS256 tokens."""
+    """`agent-orders serve` on `database_url`, owners signing in with HS256 tokens: one
+    worker, so the process these tests crash and starve is the one that serves."""
     return ApiProcess(
-        ["serve"],
+        ["serve", "--workers", "1"],
         {"DATABASE_URL": database_url, "AUTH_JWT_SECRET": JWT_SECRET, "SUPABASE_URL": "", **env},
         log,
     )

@@ -73,6 +73,46 @@ def test_serve_starts_one_worker_per_cpu_unless_told(db_url: str, tmp_path: Path
     assert one.output().count("Started server process") == 1
 
 
+def test_workers_end_when_serve_is_killed(db_url: str, tmp_path: Path) -> None:
+    """`kill -9` of `serve` leaves its workers no chance to be told; they end on their own
+    rather than keep the port and the database's connections as orphans."""
+    with server(["serve", "--workers", "2"], {"DATABASE_URL": db_url}, tmp_path) as live:
+        assert live.proc is not None
+        parent = live.proc.pid
+        deadline = time.monotonic() + 60
+        while len(workers := _spawned_children(parent)) < 2:
+            assert time.monotonic() < deadline, live.output()
+            time.sleep(0.2)
+        live.crash()
+        deadline = time.monotonic() + 30
+        while alive := [p for p in workers if _running(p)]:
+            assert time.monotonic() < deadline, f"orphaned workers {alive}:\n{live.output()}"
+            time.sleep(0.2)
+
+
+def _spawned_children(parent: int) -> list[int]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (entry / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == parent and b"spawn_main" in cmdline and b"resource_tracker" not in cmdline:
+            out.append(int(entry.name))
+    return out
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
 def test_stopping_run_stops_the_embedded_server(tmp_path: Path) -> None:
     """`make run` on the embedded server, then a SIGTERM (a service manager, `kill`): the
     server shuts down gracefully and takes its embedded PostgreSQL with it."""
