@@ -103,15 +103,17 @@ SUPERVISOR_PID = "AGENT_ORDERS_SUPERVISOR_PID"
 
 
 def _end_with_supervisor() -> None:
-    """In a worker of `agent-orders serve`: get SIGTERM when the supervisor ends, even by
-    SIGKILL (which leaves it no chance to stop its workers), so no orphan keeps the port."""
+    """In a worker of `agent-orders serve`: end when the supervisor ends, even by SIGKILL
+    (which leaves it no chance to stop its workers), so no orphan keeps the port. A graceful
+    stop is over by then (the supervisor waits for its workers); what is left was killed
+    hard, and is ended hard too: a graceful shutdown could wait forever on a dead database."""
     supervisor = int(os.environ.get(SUPERVISOR_PID) or 0)
     if not supervisor or supervisor == os.getpid() or not sys.platform.startswith("linux"):
         return
     pr_set_pdeathsig = 1
-    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
     if os.getppid() != supervisor:  # it ended before the request was made
-        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def create_app(*, database: Database | None = None, settings: ApiSettings | None = None) -> FastAPI:
