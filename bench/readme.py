@@ -56,7 +56,7 @@ def header() -> list[str]:
     records = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))]
     if not records:
         return ["No results yet: run `make bench`."]
-    m = records[0]["machine"]
+    m = max(records, key=lambda r: str(r["started_at"]))["machine"]
     machine = (
         f"{m['cores']}-core {m['cpu']} ({m['memory_gb']} GB, Python {m['python']},"
         f" PostgreSQL {m['postgres']})"
@@ -70,11 +70,12 @@ def header() -> list[str]:
             "yes" if r.get("dirty") else "no",
             r["started_at"][:16].replace("T", " "),
             _num(r.get("load_average_1m"), 1),
+            r["machine"]["cpu"],
         ]
         for r in records
     ]
-    head = ["scenario", "commit", "dirty", "started (UTC)", "load average"]
-    return [f"Measured on a {machine}:", "", *_table(head, rows)]
+    head = ["scenario", "commit", "dirty", "started (UTC)", "load average", "cpu"]
+    return [f"Latest run on a {machine}:", "", *_table(head, rows)]
 
 
 def scale() -> list[str]:
