@@ -18,9 +18,9 @@ from hypothesis import strategies as st
 from agent_tools.db import Database
 from agent_tools.errors import OrderError
 from agent_tools.migrate import load_migrations, migrate
-from agent_tools.models import FLOW, Agent, OrderStatus, allowed_next
+from agent_tools.models import FLOW, Agent, OrderStatus, Provenance, allowed_next
 from agent_tools.models.shipments import CarrierEventKind, TrackingEvent, TrackingUpdate
-from agent_tools.service import orders, shipments
+from agent_tools.service import edits, orders, shipments
 from agent_tools.tools import Toolkit
 from tests.api_support import assert_problem, bearer, client, make_app
 from tests.carrier_support import at, stamp
@@ -147,6 +147,27 @@ class TestSplitShipments:
             headers=bearer(OWNER),
         )
         assert_problem(r, 404, "not_found")
+
+    async def test_items_in_a_shipment_cannot_be_edited_away(
+        self, api: httpx.AsyncClient, store: Agent, db: Database
+    ) -> None:
+        number = await placed_a_week_ago(db, store, [{"sku": "MUG-BLUE", "quantity": 2}])
+        r = await api.post(
+            f"/api/orders/{number}/shipments",
+            json={"tracking_number": "1Z999AA10123456784"},
+            headers=bearer(OWNER),
+        )
+        assert r.status_code == 201
+        async with db.connection() as conn:
+            with pytest.raises(OrderError) as refused:
+                await edits.apply(
+                    conn, number, {"items": [{"sku": "TEE-M", "quantity": 1}]}, by=Provenance()
+                )
+            assert refused.value.code == "not_editable"
+            order, _ = await edits.apply(
+                conn, number, {"internal_notes": "gift wrap"}, by=Provenance()
+            )
+        assert order.internal_notes == "gift wrap" and order.line_items[0].sku == "MUG-BLUE"
 
 
 class TestOwnerTrackingFields:

@@ -39,7 +39,7 @@ from agent_tools.models import (
     allowed_next,
 )
 from agent_tools.models.changes import EditPlan, OrderEdit, OrderSide
-from agent_tools.service import agents, catalog, orders, stock
+from agent_tools.service import agents, catalog, orders, shipments, stock
 
 EDITABLE = frozenset({OrderStatus.pending, OrderStatus.confirmed})
 """Where every store allows edits; a store may add `processing` (`editable_while_processing`)."""
@@ -261,6 +261,14 @@ async def _checked_plan(
         )
     agent = await agents.get_agent(conn, order.agent_id)
     check_editable(order, agent)
+    lines = edit.items is not None or edit.custom_lines is not None
+    if lines and await shipments.for_order(conn, order):
+        # Shipments hold lines by their place in the order: the lines stay as they are.
+        raise NotEditable(
+            f"order {order.order_number} has a shipment already, so its items cannot change",
+            hint="change the address, contact or notes only, or add items as another order",
+            current=order.status.value,
+        )
     _, products = await stock.lock_catalog(conn, order.agent_id, _skus(order, edit), lock=lock)
     result = plan(order, edit, products)
     if not result.changed:
