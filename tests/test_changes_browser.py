@@ -15,7 +15,7 @@ from playwright.sync_api import Browser, expect
 
 from agent_tools.db import Database
 from agent_tools.models import Actor, Provenance
-from agent_tools.service import returns
+from agent_tools.service import payments, returns
 from tests.api_support import ApiProcess, server
 from tests.pages_support import Demo, seed_demo
 from tests.test_pages_browser import browser, new_page, snap
@@ -29,6 +29,11 @@ async def _seed(db_url: str) -> Demo:
     try:
         demo = await seed_demo(db)
         async with db.connection() as conn:
+            # Eva paid on delivery; her refund goes back through the payments layer.
+            eva = demo.orders["Eva"]
+            await payments.record_payment(
+                conn, eva.id, {"method": "cash", "amount": eva.total}, by=Provenance()
+            )
             await returns.request(
                 conn,
                 demo.orders["Eva"].id,

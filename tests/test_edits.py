@@ -117,7 +117,6 @@ class TestEditOrder:
     ) -> None:
         pending = await place(db, store)
         shipped = await place(db, store)
-        paid = await place(db, store, payment_status="paid")
         processing = await place(db, store)
         async with db.connection() as conn:
             await orders.update_status(conn, shipped.id, {"status": "shipped"}, by=OWNER_BY)
@@ -137,29 +136,40 @@ class TestEditOrder:
             (pending, {"items": []}, 422, "validation"),
             (pending, {}, 422, "validation"),
             (pending, {"items": [{"sku": "MUG-BLUE", "quantity": 1}]}, 422, "validation"),
-            (
-                paid,
-                {"items": [{"sku": "MUG-BLUE", "quantity": 2}]},
-                409,
-                "payment_change_unavailable",
-            ),
         ]
         for order, body, status, code in cases:
             r = await api.patch(f"/api/orders/{order.id}", json=body)
             problem = assert_problem(r, status, code)
             assert problem.get("hint") or code == "validation", problem
         assert await census(db) == before
-        # The store may allow edits while processing; a paid order may change what keeps
-        # its total (here the address).
+        # The store may allow edits while processing.
         async with db.connection() as conn:
             await agents.update_agent(conn, store.id, {"editable_while_processing": True})
         r = await api.patch(f"/api/orders/{processing.id}", json={"customer_notes": "door"})
         assert r.status_code == 200, r.text
-        r = await api.patch(
-            f"/api/orders/{paid.id}",
-            json={"shipping_address": {"line1": "2 Oak Rd", "city": "Bend", "country": "US"}},
+
+    async def test_a_paid_order_owes_or_is_refunded_the_difference(
+        self, db: Database, api: httpx.AsyncClient, store: Agent
+    ) -> None:
+        order = await place(db, store, items=[{"sku": "MUG-BLUE", "quantity": 2}])  # 30.00
+        r = await api.post(
+            f"/api/orders/{order.id}/payments", json={"method": "bank transfer", "amount": "30.00"}
         )
-        assert r.status_code == 200, r.text
+        assert r.status_code in (200, 201), r.text
+        three = {"items": [{"sku": "MUG-BLUE", "quantity": 3}]}
+        plan = (await api.patch(f"/api/orders/{order.id}?dry_run=true", json=three)).json()
+        assert (plan["owed"], plan["refund"]) == ("12.50", "0.00")
+        dearer = (await api.patch(f"/api/orders/{order.id}", json=three)).json()
+        # This store takes payment outside Stripe: the difference is owed, no link is made.
+        assert (dearer["total"], dearer["amount_paid"]) == ("42.50", "30.00")
+        assert dearer["payment_status"] == "pending"  # paid, but not all of it any more
+        one = {"items": [{"sku": "MUG-BLUE", "quantity": 1}]}
+        cheaper = (await api.patch(f"/api/orders/{order.id}", json=one)).json()
+        assert (cheaper["total"], cheaper["amount_refunded"]) == ("17.50", "12.50")
+        assert cheaper["payment_status"] == "partially_refunded"
+        edited = [e for e in cheaper["status_history"] if e["kind"] == "edited"][-1]
+        assert edited["data"]["refund"] == "12.50"
+        assert "payment_refunded" in [e["kind"] for e in cheaper["status_history"]]
 
     async def test_two_owners_editing_one_order_one_wins(
         self, db: Database, api: httpx.AsyncClient, store: Agent

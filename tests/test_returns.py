@@ -12,7 +12,7 @@ import pytest
 
 from agent_tools.db import Database
 from agent_tools.models import Actor, Agent, Provenance
-from agent_tools.service import agents, orders
+from agent_tools.service import agents, orders, payments
 from agent_tools.tools import ToolContext, Toolkit
 from tests.api_support import assert_problem, bearer, client, make_app
 from tests.conftest import OWNER, census
@@ -76,6 +76,11 @@ class TestModifyOrder:
         ctx = context(store, "chat", customer_email="ann@example.com", customer_verified=True)
         placed = await place_and_confirm(toolkit, ctx)  # 2 x MUG-BLUE
         number = placed["order_number"]
+        async with db.connection() as conn:  # paid by bank transfer
+            paid = await orders.get_order(conn, number)
+            await payments.record_payment(
+                conn, paid.id, {"method": "transfer", "amount": "30.00"}, by=OWNER_BY
+            )
         ask = {
             "order_number": number,
             "items": [{"sku": "MUG-BLUE", "quantity": 1}, {"sku": "MUG-RED", "quantity": 2}],
@@ -91,7 +96,7 @@ class TestModifyOrder:
         ]
         assert summary["ship_to_after"].endswith("Madrid, 28013, ES")
         assert (summary["total_before"], summary["total_after"]) == ("30.00 USD", "42.50 USD")
-        assert "up by 12.50 USD" in summary["difference"]
+        assert summary["difference"].startswith("12.50 USD more to pay")
         # The draft's confirmation page shows the change to the customer.
         async with client(make_app(db)) as web:
             page = await web.get(urlsplit(draft["confirm_url"]).path)
@@ -105,6 +110,8 @@ class TestModifyOrder:
         done = await confirm(toolkit, ctx, draft)
         assert done["order"]["total"] == "42.50 USD"
         assert done["order"]["items"] == ["1 x Blue mug", "2 x Red mug"]
+        assert done["payment"]["status"] == "pending"  # 30.00 of 42.50 paid
+        assert "pays on delivery" in done["payment"]["how"]  # this store takes no card
         assert await stock_of(db, "MUG-BLUE") == 19 and await stock_of(db, "MUG-RED") == 3
         again = await toolkit.call(ctx, "confirm_order", {"draft_id": draft["draft_id"]})
         assert again["ok"] and again["already_confirmed"]
@@ -222,16 +229,29 @@ class TestReturns:
         stock = await stock_of(db, "MUG-BLUE")
         assert (await api.post(f"/api/returns/{rid}/receive")).json()["state"] == "received"
         assert await stock_of(db, "MUG-BLUE") == stock + 1  # back on the shelf
+        # Nothing was paid yet: nothing to refund. Paid, the refund goes through payments.
+        assert_problem(await api.post(f"/api/returns/{rid}/refund"), 409, "nothing_to_refund")
+        paid = await api.post(
+            f"/api/orders/{number}/payments", json={"method": "card", "amount": "42.50"}
+        )
+        assert paid.status_code in (200, 201), paid.text
         refunded = (await api.post(f"/api/returns/{rid}/refund")).json()
         assert (refunded["state"], refunded["refunded"]) == ("refunded", "12.50")
+        order = (await api.get(f"/api/orders/{number}")).json()
+        assert (order["amount_refunded"], order["payment_status"]) == (
+            "12.50",
+            "partially_refunded",
+        )
         assert (await api.get("/api/returns/")).json() == []  # nothing open
         detail = (await api.get(f"/api/orders/{number}")).json()
-        assert [e["kind"] for e in detail["status_history"]][-4:] == [
+        kinds = [e["kind"] for e in detail["status_history"]]
+        assert [k for k in kinds if k.startswith("return_")] == [
             "return_requested",
             "return_approved",
             "return_received",
             "return_refunded",
         ]
+        assert "payment_refunded" in kinds
         assert detail["returns"][0]["state"] == "refunded"
         # Each step reaches the outbox (webhooks, feed) and the customer's mail.
         async with db.connection() as conn:

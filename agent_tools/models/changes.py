@@ -82,6 +82,11 @@ class EditPlan(BaseModel):
     """`after.total - before.total`: positive, the customer owes more; negative, a refund."""
     stock: dict[str, int]
     """Units of each sku taken from (positive) or given back to (negative) stock."""
+    refund: Decimal = Decimal("0.00")
+    """What the order was paid beyond its new total: refunded through the payment layer."""
+    owed: Decimal = Decimal("0.00")
+    """What a part-paid order owes after the change: a payment link asks for it (stores
+    taking card payments); otherwise the store records it when it arrives."""
 
 
 class ReturnState(StrEnum):

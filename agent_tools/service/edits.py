@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Mapping
+from contextlib import suppress
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
@@ -34,12 +35,11 @@ from agent_tools.models import (
     LineItem,
     Order,
     OrderStatus,
-    PaymentStatus,
     Provenance,
     allowed_next,
 )
 from agent_tools.models.changes import EditPlan, OrderEdit, OrderSide
-from agent_tools.service import agents, catalog, orders, shipments, stock
+from agent_tools.service import agents, catalog, orders, payments, shipments, stock
 
 EDITABLE = frozenset({OrderStatus.pending, OrderStatus.confirmed})
 """Where every store allows edits; a store may add `processing` (`editable_while_processing`)."""
@@ -49,14 +49,6 @@ class NotEditable(OrderError):
     """The order has gone too far (packaged, shipped, delivered or cancelled) to change."""
 
     code = "not_editable"
-    status = 409
-
-
-class PaidTotalChange(OrderError):
-    """The order is paid and the edit changes its total, but this store cannot refund the
-    difference or send a payment link for it."""
-
-    code = "payment_change_unavailable"
     status = 409
 
 
@@ -203,7 +195,14 @@ def plan(order: Order, edit: OrderEdit, products: Mapping[str, Mapping[str, Any]
         for name, fields in _PARTS.items()
         if any(getattr(before_side, f) != getattr(after, f) for f in fields)
     ]
+    # What a paid order's money does: refunded beyond the new total, or owed up to it.
+    zero = Decimal("0.00")
+    total = subtotal + order.shipping_fee
+    net_paid = order.amount_paid - order.amount_refunded
+    cheaper, dearer = total < before_side.total, total > before_side.total
     return EditPlan(
+        refund=max(zero, net_paid - total) if cheaper else zero,
+        owed=max(zero, total - order.amount_paid) if dearer and order.amount_paid > 0 else zero,
         order_id=order.id,
         order_number=order.order_number,
         version=order.version,
@@ -248,8 +247,8 @@ async def preview(
 async def _checked_plan(
     conn: Conn, order: Order, edit: OrderEdit, *, lock: bool
 ) -> tuple[EditPlan, dict[str, dict[str, Any]]]:
-    """The plan, refused unless the version matches, the order is editable, the edit changes
-    something and a paid order's total stays put; and the products' rows it read."""
+    """The plan, refused unless the version matches, the order is editable and the edit
+    changes something; and the products' rows it read."""
     if edit.expected_version is not None and edit.expected_version != order.version:
         raise VersionConflict(
             f"order {order.order_number} changed since version {edit.expected_version}"
@@ -274,16 +273,6 @@ async def _checked_plan(
     if not result.changed:
         raise ValidationFailed(
             "the edit changes nothing", hint="send only what should be different"
-        )
-    if result.difference and order.payment_status == PaymentStatus.paid:
-        direction = "more" if result.difference > 0 else "less"
-        raise PaidTotalChange(
-            f"order {order.order_number} is paid and this change makes it"
-            f" {abs(result.difference)} {order.currency} {direction}: this store cannot"
-            " settle the difference yet",
-            hint="keep the total the same (change the address, or swap for items of the"
-            " same price), or cancel and order again",
-            difference=str(result.difference),
         )
     return result, products
 
@@ -344,6 +333,15 @@ async def apply(
             note_visible=True,
             data=event_data(result),
         )
+        # Money follows the new total in the same transaction: what was paid beyond it is
+        # refunded; what a paid order now owes gets a payment link where the store has them.
+        if result.difference and order.amount_paid > 0:
+            await payments.total_changed(conn, order.id)
+            if result.refund > 0:
+                await payments.refund(conn, order.id, result.refund, reason="order changed", by=by)
+            if result.owed > 0:
+                with suppress(payments.NotStripe):
+                    await payments.request_link(conn, order.id, by=by)
         updated = await orders.get_order(conn, order.id)
     return updated, result
 
@@ -365,6 +363,8 @@ def event_data(result: EditPlan) -> dict[str, Any]:
         "changed": result.changed,
         "diff": diff,
         "difference": str(result.difference),
+        "refund": str(result.refund),
+        "owed": str(result.owed),
         "stock": result.stock,
         "from_version": result.version,
     }

@@ -228,6 +228,11 @@ async def order_placed(conn: Conn, order: Order) -> Payment | None:
     return await _new_checkout(conn, o, o.owed)
 
 
+async def total_changed(conn: Conn, order_id: UUID) -> None:
+    """An order's total changed (an edit): its payment status follows what it was paid."""
+    await _money(conn, await _lock(conn, order_id))
+
+
 async def order_cancelled(conn: Conn, order_id: UUID, by: Provenance) -> list[Payment]:
     """Cancelling an order closes its unpaid links and refunds whatever it was paid."""
     o = await _lock(conn, order_id)

@@ -28,7 +28,7 @@ from agent_tools.models.changes import (
     ReturnItemIn,
     ReturnState,
 )
-from agent_tools.service import agents, orders, stock
+from agent_tools.service import agents, orders, payments, stock
 
 _SELECT = (
     "select r.id, r.order_id, o.order_number, r.state, r.lines, r.amount, r.refunded,"
@@ -64,6 +64,11 @@ class NotDelivered(OrderError):
 
 class ReturnWindowClosed(OrderError):
     code = "return_window_closed"
+    status = 409
+
+
+class NothingToRefund(OrderError):
+    code = "nothing_to_refund"
     status = 409
 
 
@@ -291,7 +296,7 @@ async def advance(
         if to == ReturnState.received:
             await stock.give_back(conn, order.agent_id, current.lines)
         elif to == ReturnState.refunded:
-            refunded = await _refund(conn, order, current)
+            refunded = await _refund(conn, order, current, by)
         cur = await conn.execute(
             "with changed as (update agent_orders.returns set state = %(state)s,"
             " note = coalesce(%(note)s, note), refunded = coalesce(%(refunded)s, refunded),"
@@ -323,18 +328,19 @@ async def advance(
     return updated
 
 
-async def _refund(conn: Conn, order: Order, current: Return) -> Decimal:
-    """What this return gives back: the returned units' price, capped by what the order has
-    not refunded yet (its total less earlier returns' refunds). Recorded here; the payment
-    layer sends it where the store takes payments."""
-    cur = await conn.execute(
-        "select coalesce(sum(refunded), 0) as done from agent_orders.returns"
-        " where order_id = %(order)s and refunded is not null",
-        {"order": order.id},
-    )
-    row = await cur.fetchone()
-    done = Decimal(row["done"]) if row else Decimal(0)
-    return max(Decimal("0.00"), min(current.amount, order.total - done))
+async def _refund(conn: Conn, order: Order, current: Return, by: Provenance) -> Decimal:
+    """Give back the returned units' price through the payment layer (a Stripe refund, or one
+    recorded for payments the owner recorded), never more than the order has left."""
+    left = order.amount_paid - order.amount_refunded
+    if left <= 0:
+        raise NothingToRefund(
+            f"order {order.order_number} has nothing paid left to refund",
+            hint="record the order's payment first (POST /api/orders/{id}/payments), or reject"
+            " the return",
+        )
+    amount = min(current.amount, left)
+    await payments.refund(conn, order.id, amount, reason="items returned", by=by)
+    return amount
 
 
 def _event_data(r: Return) -> dict[str, Any]:

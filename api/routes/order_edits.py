@@ -40,9 +40,10 @@ async def edit_order(
     goes up. Send `If-Match` with the version you read: a stale one is 409
     `version_conflict` with `current_version`. Pending and confirmed orders can be edited
     (processing too if the agent's `editable_while_processing` is on); later ones are 409
-    `not_editable`. A paid order whose total would change is 409
-    `payment_change_unavailable`. With `dry_run=true` the answer is the plan (`before`,
-    `after`, `changed`, `difference`, `stock`) and nothing is written.
+    `not_editable`. A paid order is refunded what it was paid beyond the new total
+    (`refund`); what it owes more (`owed`) gets a payment link in a `stripe` store. With
+    `dry_run=true` the answer is the plan (`before`, `after`, `changed`, `difference`,
+    `stock`, `refund`, `owed`) and nothing is written.
     """
     if if_match is not None:
         version = if_match_version(if_match)

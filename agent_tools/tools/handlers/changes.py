@@ -6,8 +6,8 @@ from __future__ import annotations
 from decimal import Decimal
 
 from agent_tools.errors import InvalidTransition, UnknownSku, ValidationFailed, parse
-from agent_tools.models import CANCELLABLE, LineItem, Order, OrderStatus, PaymentStatus
-from agent_tools.models.changes import OrderEdit, ReturnItemIn
+from agent_tools.models import CANCELLABLE, LineItem, Order, OrderStatus
+from agent_tools.models.changes import EditPlan, OrderEdit, ReturnItemIn
 from agent_tools.service import addresses, drafts, edits, returns, tracking
 from agent_tools.tools.args import CancelOrderArgs, ModifyOrderArgs, RequestReturnArgs
 from agent_tools.tools.context import Invocation
@@ -81,13 +81,19 @@ def _lines(lines: list[LineItem], currency: str) -> list[str]:
     return [f"{ln.quantity} x {ln.name} ({money(ln.unit_price, currency)} each)" for ln in lines]
 
 
-def _settlement(order: Order, difference: Decimal) -> str:
-    if not difference:
+def _settlement(order: Order, plan: EditPlan) -> str:
+    """What the change does to the customer's money, in words the agent can pass on."""
+    if plan.refund > 0:
+        return f"{money(plan.refund, order.currency)} will be refunded to the customer"
+    if plan.owed > 0:
+        return (
+            f"{money(plan.owed, order.currency)} more to pay; the store sends a payment link"
+            " or asks for it"
+        )
+    if not plan.difference:
         return "the total stays the same"
-    amount = money(abs(difference), order.currency)
-    if order.payment_status == PaymentStatus.paid:
-        return f"{amount} {'to pay' if difference > 0 else 'to refund'}"
-    return f"the total goes {'up' if difference > 0 else 'down'} by {amount}; nothing is paid yet"
+    direction = "up" if plan.difference > 0 else "down"
+    return f"the total goes {direction} by {money(abs(plan.difference), order.currency)}"
 
 
 async def modify_order(inv: Invocation, a: ModifyOrderArgs) -> Result:
@@ -154,7 +160,7 @@ async def modify_order(inv: Invocation, a: ModifyOrderArgs) -> Result:
     summary |= {
         "total_before": money(plan.before.total, cur),
         "total_after": money(plan.after.total, cur),
-        "difference": _settlement(order, plan.difference),
+        "difference": _settlement(order, plan),
     }
     return awaiting(inv, key, draft, summary)
 

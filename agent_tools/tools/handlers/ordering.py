@@ -337,6 +337,8 @@ async def confirm_order(inv: Invocation, a: ConfirmOrderArgs) -> Result:
         result["next"] = (
             "Tell the customer the order is changed: its items, total and where it ships now."
         )
+        if order.amount_paid > 0:
+            result["payment"] = await payment(inv, order, link=True)
     elif done.draft.kind == "return":
         opened = await returns.by_draft(inv.conn, done.draft.id)
         assert opened is not None
