@@ -23,7 +23,7 @@ from agent_tools.errors import NotFound
 from agent_tools.models import OrderStatus
 from agent_tools.payments import runner
 from agent_tools.service import payments, tracking
-from agent_tools.service.events import EVENT_TYPES
+from agent_tools.service.events import event_types
 from api.deps import DbDep, get_state, limit_tracking
 from api.problems import ApiError
 from api.ratelimit import RateLimited
@@ -249,10 +249,12 @@ async def unlock_tracking_page(request: Request, db: DbDep, order_number: str) -
 
 
 @router.get("/dashboard", response_class=HTMLResponse)
-async def read_dashboard(request: Request) -> HTMLResponse:
+async def read_dashboard(request: Request, db: DbDep) -> HTMLResponse:
     """The owner's orders view; signed in by the browser, which holds the token."""
+    async with db.reader() as conn:
+        types = await event_types(conn)
     return _render(
         request,
         "dashboard.html",
-        {"statuses": list(OrderStatus), "carriers": CARRIERS, "event_types": EVENT_TYPES},
+        {"statuses": list(OrderStatus), "carriers": CARRIERS, "event_types": types},
     )

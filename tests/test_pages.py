@@ -231,6 +231,9 @@ class TestDashboardShell:
         for asset in re.findall(r'(?:src|href)="(/static/[^"]+)"', r.text):
             served = await client.get(asset)
             assert served.status_code == 200, asset
+        # Webhook types to subscribe to: the order's own and every registered capability's.
+        for t in ("order.created", "order.shipped", "payment.succeeded", "order.return_requested"):
+            assert f'<option value="{t}">' in r.text, t
         js = (await client.get("/static/dashboard.js")).text
         assert "sessionStorage" in js and "localStorage" not in js and "innerHTML" not in js
         assert (await client.get("/static/nope.css")).status_code == 404

@@ -33,26 +33,23 @@ from agent_tools.service import tracking
 
 log = logging.getLogger(__name__)
 
-EVENT_TYPES: tuple[str, ...] = (
-    "order.created",
-    "order.confirmed",
-    "order.status_changed",
-    "order.shipped",
-    "order.delivered",
-    "order.cancelled",
-    "order.tracking_updated",
-    "order.note_added",
-    "order.edited",
-    "order.return_requested",
-    "order.return_approved",
-    "order.return_rejected",
-    "order.return_received",
-    "order.return_refunded",
+_TYPES = (
+    "select distinct coalesce(k.webhook_type, agent_orders.webhook_type(k.kind, s.status)) as t"
+    " from agent_orders.event_kinds k"
+    " cross join unnest(array[null, 'confirmed', 'processing', 'packaged', 'shipped',"
+    "   'delivered', 'cancelled']) as s(status)"
+    " order by 1"
 )
-"""The types of the order's own events. `order.status_changed` covers the moves without a type
-of their own (processing, packaged). Other capabilities register their kinds and types in
-`agent_orders.event_kinds` (a kind with no type goes out as `order.<kind>`). `ping` is only
-sent by the endpoint test."""
+"""Every webhook type an event can go out as: the registered kinds' own types, and the
+order's status moves (`order.status_changed` covers those without a type of their own)."""
+
+
+async def event_types(conn: Conn) -> list[str]:
+    """The webhook types an endpoint may subscribe to (`ping` is only sent by the endpoint
+    test). Each capability registers its kinds in `agent_orders.event_kinds`."""
+    cur = await conn.execute(_TYPES)
+    return [r["t"] for r in await cur.fetchall()]
+
 
 EventType = Annotated[str, StringConstraints(pattern=r"^([a-z]{1,20}\.[a-z_.]{1,40}|ping)$")]
 
