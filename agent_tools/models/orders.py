@@ -118,6 +118,16 @@ class CustomLineIn(_In):
     unit_price: Money
     sku: Sku | None = None
 
+    def line(self) -> LineItem:
+        """The order line, at the owner's price."""
+        return LineItem(
+            sku=self.sku,
+            name=self.name,
+            quantity=self.quantity,
+            unit_price=self.unit_price,
+            line_total=self.unit_price * self.quantity,
+        )
+
 
 class NewOrder(_In):
     agent_id: UUID

@@ -142,16 +142,7 @@ def plan(order: Order, edit: OrderEdit, products: Mapping[str, Mapping[str, Any]
         catalog_lines, added = _catalog_lines(old_catalog, list(edit.items), products)
     custom = old_custom
     if edit.custom_lines is not None:
-        custom = [
-            LineItem(
-                sku=c.sku,
-                name=c.name,
-                quantity=c.quantity,
-                unit_price=c.unit_price,
-                line_total=c.unit_price * c.quantity,
-            )
-            for c in edit.custom_lines
-        ]
+        custom = [c.line() for c in edit.custom_lines]
     lines = catalog_lines + custom
     if not lines:
         raise ValidationFailed(

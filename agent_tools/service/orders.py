@@ -177,16 +177,7 @@ async def insert_order(
     raises), without a savepoint of its own. `check(total, currency)` may refuse the priced
     order before anything is written."""
     agent, lines, tracked = await _price_catalog_lines(conn, new, owner_id)
-    lines += [
-        LineItem(
-            sku=c.sku,
-            name=c.name,
-            quantity=c.quantity,
-            unit_price=c.unit_price,
-            line_total=c.unit_price * c.quantity,
-        )
-        for c in new.custom_lines
-    ]
+    lines += [c.line() for c in new.custom_lines]
     fee: Decimal = agent["shipping_fee"]
     subtotal = checked_subtotal(lines, fee)
     if check is not None:
