@@ -98,9 +98,11 @@ templates.env.globals.update(
 )
 
 
-def _render(
+def render_page(
     request: Request, name: str, context: dict[str, Any], status_code: int = 200
 ) -> HTMLResponse:
+    """A template of the pages, under the pages' security headers (also used by the
+    confirmation page's route)."""
     response = templates.TemplateResponse(request, name, context, status_code=status_code)
     response.headers.update(SECURITY_HEADERS)
     return response
@@ -119,7 +121,7 @@ class FormTooLarge(ApiError):
     status = 413
 
 
-async def _form(request: Request) -> dict[str, str]:
+async def read_form(request: Request) -> dict[str, str]:
     """An url-encoded form body as a dict of first values (no multipart needed here), read
     as a stream and refused past `MAX_FORM_BYTES` without reading further."""
     body = b""
@@ -134,7 +136,7 @@ async def _form(request: Request) -> dict[str, str]:
 
 def _form_page(request: Request, status_code: int = 200, **context: Any) -> HTMLResponse:
     context = {"number": "", "email": "", "problem": None, **context}
-    return _render(request, "track_form.html", context, status_code=status_code)
+    return render_page(request, "track_form.html", context, status_code=status_code)
 
 
 async def _lookup(
@@ -157,7 +159,7 @@ async def _lookup(
     except NotFound:
         await state.track_limiter.failed()
         return _form_page(request, 404, number=number, email=email, problem="not_found")
-    return _render(request, "track_order.html", {"view": view, "pay": pay})
+    return render_page(request, "track_order.html", {"view": view, "pay": pay})
 
 
 @router.get("/track", response_class=HTMLResponse)
@@ -170,7 +172,7 @@ async def read_track_form(request: Request) -> HTMLResponse:
 async def submit_track_form(request: Request, db: DbDep) -> Response:
     """Number alone: go to the order's page. With an email: show the full view right here,
     so the email never lands in a URL, an access log or the browser history."""
-    form = await _form(request)
+    form = await read_form(request)
     number, email = form.get("order_number", ""), form.get("email", "")
     if not number:
         return _form_page(request, 422, email=email, problem="missing")
@@ -244,7 +246,7 @@ async def pay_order(request: Request, db: DbDep, order_number: str) -> Response:
 @router.post("/track/{order_number}", response_class=HTMLResponse)
 async def unlock_tracking_page(request: Request, db: DbDep, order_number: str) -> HTMLResponse:
     """The order page's "is this your order?" form: the same page, unredacted on a match."""
-    email = (await _form(request)).get("email", "")
+    email = (await read_form(request)).get("email", "")
     return await _lookup(request, db, order_number, email=email)
 
 
@@ -253,7 +255,7 @@ async def read_dashboard(request: Request, db: DbDep) -> HTMLResponse:
     """The owner's orders view; signed in by the browser, which holds the token."""
     async with db.reader() as conn:
         types = await event_types(conn)
-    return _render(
+    return render_page(
         request,
         "dashboard.html",
         {"statuses": list(OrderStatus), "carriers": CARRIERS, "event_types": types},

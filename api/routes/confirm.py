@@ -21,7 +21,7 @@ from agent_tools.errors import NotFound, OrderError
 from agent_tools.payments import runner
 from agent_tools.service import drafts, payments, tracking
 from api.deps import DbDep, StateDep, limit_tracking
-from api.pages import _form, _render
+from api.pages import read_form, render_page
 from api.ratelimit import RateLimited
 
 router = APIRouter(include_in_schema=False)
@@ -32,7 +32,7 @@ Token = Annotated[str, Path(min_length=20, max_length=64, pattern=r"^[A-Za-z0-9_
 
 def _page(request: Request, status_code: int = 200, **context: Any) -> HTMLResponse:
     context = {"draft": None, "order": None, "problem": None, "csrf": None, **context}
-    response = _render(request, "confirm_draft.html", context, status_code=status_code)
+    response = render_page(request, "confirm_draft.html", context, status_code=status_code)
     # Not `no-referrer`: under it a browser sends `Origin: null` with the form's POST.
     # `same-origin` still keeps the link's token from every other site.
     response.headers["Referrer-Policy"] = "same-origin"
@@ -97,7 +97,7 @@ async def submit_confirmation(
     request: Request, token: Token, db: DbDep, state: StateDep
 ) -> Response:
     """The customer's yes: carries the draft out once, then shows the result."""
-    form = await _form(request)
+    form = await read_form(request)
     cookie = request.cookies.get(CSRF_COOKIE, "")
     sent = form.get("csrf", "")
     if (
