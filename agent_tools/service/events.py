@@ -28,7 +28,7 @@ from pydantic import BaseModel, StringConstraints, ValidationError
 from agent_tools.config import Settings, get_settings
 from agent_tools.db import Conn
 from agent_tools.errors import ValidationFailed
-from agent_tools.models import Order, OrderEvent, allowed_next
+from agent_tools.models import Order, OrderEvent, OrderStatus, allowed_next
 from agent_tools.service import tracking
 
 log = logging.getLogger(__name__)
@@ -36,8 +36,7 @@ log = logging.getLogger(__name__)
 _TYPES = (
     "select distinct coalesce(k.webhook_type, agent_orders.webhook_type(k.kind, s.status)) as t"
     " from agent_orders.event_kinds k"
-    " cross join unnest(array[null, 'confirmed', 'processing', 'packaged', 'shipped',"
-    "   'delivered', 'cancelled']) as s(status)"
+    " cross join unnest(array[null] || %(statuses)s::text[]) as s(status)"
     " order by 1"
 )
 """Every webhook type an event can go out as: the registered kinds' own types, and the
@@ -47,7 +46,7 @@ order's status moves (`order.status_changed` covers those without a type of thei
 async def event_types(conn: Conn) -> list[str]:
     """The webhook types an endpoint may subscribe to (`ping` is only sent by the endpoint
     test). Each capability registers its kinds in `agent_orders.event_kinds`."""
-    cur = await conn.execute(_TYPES)
+    cur = await conn.execute(_TYPES, {"statuses": [s.value for s in OrderStatus]})
     return [r["t"] for r in await cur.fetchall()]
 
 
