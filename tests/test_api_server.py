@@ -155,7 +155,7 @@ async def test_the_server_purges_expired_keys_and_drafts_while_it_runs(db_url: s
             " now() - interval '30 days')",
             (agent_id,),
         )
-        for _ in range(100):
+        for _ in range(600):
             cur = await conn.execute(
                 "select (select count(*) from agent_orders.idempotency_keys)"
                 " + (select count(*) from agent_orders.drafts)"

@@ -69,7 +69,7 @@ def test_dashboard_adds_a_webhook_sends_a_test_and_shows_kept_mail(
     ann = demo.orders["Ann"].order_number
     subject = f"Your order {ann} is confirmed"
     ann_row = mail.locator("tbody tr", has=page.get_by_role("button", name=subject))
-    for _ in range(50):  # the deliverer renders and keeps them a moment after start
+    for _ in range(150):  # the deliverer renders and keeps them a moment after start
         if ann_row.count() and "Kept" in ann_row.inner_text():
             break
         page.wait_for_timeout(200)
@@ -109,7 +109,7 @@ def test_dashboard_adds_a_webhook_sends_a_test_and_shows_kept_mail(
     deliveries = hooks.locator("#delivery-list tbody tr")
     expect(deliveries).to_have_count(1)
     expect(deliveries).to_contain_text("ping")
-    for _ in range(50):
+    for _ in range(300):
         if hook.received:
             break
         page.wait_for_timeout(100)
@@ -118,7 +118,7 @@ def test_dashboard_adds_a_webhook_sends_a_test_and_shows_kept_mail(
     expect(deliveries).to_contain_text("Succeeded")
     expect(deliveries).to_contain_text("HTTP 200")
     deliveries.get_by_role("button", name="Redeliver").click()
-    for _ in range(50):
+    for _ in range(300):
         if len(hook.received) == 2:
             break
         page.wait_for_timeout(100)

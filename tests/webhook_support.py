@@ -35,10 +35,15 @@ class Received:
 class Receiver:
     """Records every POST; answers with the next scripted status (then `default`)."""
 
-    def __init__(self, default: int = 200, delay: float = 0.0) -> None:
+    def __init__(self, default: int = 200, delay: float = 0.0, held: bool = False) -> None:
         self.default = default
         self.delay = delay
         """Seconds each answer takes (so deliveries are in flight when a test kills one)."""
+        self.gate = threading.Event()
+        """While clear (`held=True`), every answer waits for `release()`: deliveries stay in
+        flight for as long as a test needs, whatever the machine's speed."""
+        if not held:
+            self.gate.set()
         self.script: list[int] = []
         self.received: list[Received] = []
         self.lock = threading.Lock()
@@ -51,11 +56,14 @@ class Receiver:
             def do_POST(self) -> None:
                 length = int(self.headers.get("content-length", "0"))
                 body = self.rfile.read(length)
+                if len(body) < length:
+                    return  # the sender died mid-request: nothing was delivered
                 with receiver.lock:
                     receiver.received.append(
                         Received({k.lower(): v for k, v in self.headers.items()}, body)
                     )
                     status = receiver.script.pop(0) if receiver.script else receiver.default
+                receiver.gate.wait()
                 if receiver.delay:
                     time.sleep(receiver.delay)
                 answer = f'{{"status": {status}}}'.encode()
@@ -75,6 +83,10 @@ class Receiver:
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks"
 
+    def release(self) -> None:
+        """Let held answers (and every later one) go."""
+        self.gate.set()
+
     def ids(self) -> list[str]:
         with self.lock:
             return [r.webhook_id for r in self.received]
@@ -87,13 +99,14 @@ class Receiver:
 
 
 @contextmanager
-def receiver(default: int = 200, delay: float = 0.0) -> Iterator[Receiver]:
-    r = Receiver(default, delay)
+def receiver(default: int = 200, delay: float = 0.0, held: bool = False) -> Iterator[Receiver]:
+    r = Receiver(default, delay, held)
     thread = threading.Thread(target=r.server.serve_forever, daemon=True)
     thread.start()
     try:
         yield r
     finally:
+        r.release()
         r.server.shutdown()
         r.server.server_close()
 
