@@ -3,6 +3,7 @@ workers, bounded in memory, and a global cap on failed lookups."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from uuid import uuid4
 
@@ -12,8 +13,8 @@ import redis.asyncio as aioredis
 from agent_tools.db import Database
 from agent_tools.models import Agent, Order
 from agent_tools.service import orders
-from api.ratelimit import BoundedMemoryStorage, client_key
-from tests.api_support import assert_problem, client, make_app
+from api.ratelimit import BoundedMemoryStorage, RateLimited, SharedTrackingLimiter, client_key
+from tests.api_support import assert_problem, client, make_app, settings
 from tests.conftest import order_data
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -126,6 +127,52 @@ async def test_workers_without_redis_share_the_limits_through_postgresql(
     async with db.connection() as conn:
         cur = await conn.execute("select count(*) as n from agent_orders.rate_limits")
         assert (await cur.fetchone() or {}).get("n", 0) >= 3
+
+
+async def stored_hits(db: Database, key: str) -> int:
+    async with db.connection() as conn:
+        cur = await conn.execute(
+            "select hits from agent_orders.rate_limits where key = %(k)s", {"k": key}
+        )
+        row = await cur.fetchone()
+    return int(row["hits"]) if row else 0
+
+
+async def test_workers_add_their_lookups_to_the_database_in_batches(db: Database) -> None:
+    """Far below a limit a worker counts lookups in memory and adds them in one statement per
+    look (every 50 ms); none is lost."""
+    now = [time.time()]
+    limiter = SharedTrackingLimiter(
+        settings(workers=2, track_burst=1000), lambda: db, clock=lambda: now[0]
+    )
+    for _ in range(10):
+        await limiter.hit("198.51.100.20")
+    assert await stored_hits(db, "track:198.51.100.20:60") == 1  # the first one looked
+    now[0] += 0.06
+    await limiter.hit("198.51.100.20")
+    assert await stored_hits(db, "track:198.51.100.20:60") == 11
+    assert await stored_hits(db, "track:198.51.100.20:3600") == 11
+
+
+async def test_workers_let_at_most_half_a_limit_through_unseen(db: Database) -> None:
+    """Two workers that never look on their own schedule (their clocks stand still): near the
+    limit every lookup is counted in the database, so one client through both gets at least
+    the limit and at most one and a half times it."""
+    now = time.time()
+    workers = [
+        SharedTrackingLimiter(settings(workers=2, track_burst=40), lambda: db, clock=lambda: now)
+        for _ in range(2)
+    ]
+    passed = 0
+    for i in range(100):
+        try:
+            await workers[i % 2].hit("198.51.100.21")
+        except RateLimited as refused:
+            assert 1 <= int(refused.headers["Retry-After"]) <= 60
+        else:
+            passed += 1
+    assert 40 <= passed <= 60
+    assert await stored_hits(db, "track:198.51.100.21:60") >= 100 - 60
 
 
 async def test_an_unreachable_redis_is_a_503_not_a_500(db: Database, order: Order) -> None:

@@ -1,8 +1,8 @@
 """Fixed-window counters in PostgreSQL, for limits every server process must share.
 
-One statement counts a hit in several windows at once and reads another counter beside them,
-so a rate-limited request costs one round trip. A window starts at its key's first hit and
-ends `seconds` later; the next hit after that starts a new one.
+One statement adds hits to several windows at once and reads another counter beside them, so
+a server can count a batch of lookups in one round trip. A window starts at its key's first
+hit and ends `seconds` later; the next hit after that starts a new one.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from agent_tools.db import Conn
 _HIT = (
     "with hit as ("
     " insert into agent_orders.rate_limits as r (key, hits, resets_at)"
-    " select k, 1, now() + make_interval(secs => s)"
-    " from unnest(%(keys)s::text[], %(seconds)s::float8[]) as v(k, s)"
+    " select k, n, now() + make_interval(secs => s)"
+    " from unnest(%(keys)s::text[], %(seconds)s::float8[], %(hits)s::int[]) as v(k, s, n)"
     " on conflict (key) do update set"
-    " hits = case when r.resets_at <= now() then 1 else r.hits + 1 end,"
+    " hits = case when r.resets_at <= now() then excluded.hits else r.hits + excluded.hits end,"
     " resets_at = case when r.resets_at <= now() then excluded.resets_at else r.resets_at end"
     " returning key, hits, resets_at"
     ") select key, hits, resets_at from hit"
@@ -36,15 +36,18 @@ class Window:
 
 
 async def hit(
-    conn: Conn, windows: list[tuple[str, float]], *, watch: str | None = None
+    conn: Conn, windows: list[tuple[str, float, int]], *, watch: str | None = None
 ) -> dict[str, Window]:
-    """Count one hit in each (key, window seconds); also read the live window of `watch`
-    without counting. Returns the windows by key (`watch` absent while it has none)."""
+    """Add hits to each (key, window seconds, hits); also read the live window of `watch`
+    without counting (not one of `windows`). Returns the windows by key (`watch` absent while
+    it has none)."""
+    assert watch is None or all(k != watch for k, _, _ in windows)
     cur = await conn.execute(
         _HIT,
         {
-            "keys": [k for k, _ in windows],
-            "seconds": [s for _, s in windows],
+            "keys": [k for k, _, _ in windows],
+            "seconds": [s for _, s, _ in windows],
+            "hits": [n for _, _, n in windows],
             "watch": watch,
         },
     )
