@@ -228,6 +228,8 @@ def _start(url: str, port: int, secret: str, workers: int) -> subprocess.Popen[b
         "AGENT_ORDERS_TRACK_BURST": str(10**9),
         "AGENT_ORDERS_TRACK_PER_MINUTE": str(10**12),
         "AGENT_ORDERS_DELIVER": "0",
+        # As `agent-orders serve` tells its workers: several share the limits.
+        "AGENT_ORDERS_WORKERS": str(workers),
     }
     return subprocess.Popen(
         [
