@@ -47,6 +47,7 @@ from api.routes import (
     tracking,
     webhooks,
 )
+from api.routes.tracking import public_views
 from api.settings import ApiSettings, get_api_settings
 
 log = logging.getLogger(__name__)
@@ -121,11 +122,16 @@ def create_app(*, database: Database | None = None, settings: ApiSettings | None
     one from the settings (migrating first) and closes it on shutdown."""
     _end_with_supervisor()
     settings = settings or get_api_settings()
+
+    def pool() -> Database | None:
+        """The pool as the app holds it (opened by the lifespan, below)."""
+        return getattr(app.state, "db", None)
+
     state = AppState(
         settings=settings,
         verifier=JwtVerifier(settings),
-        # The pool as the app holds it (opened by the lifespan, below).
-        track_limiter=make_limiter(settings, lambda: getattr(app.state, "db", None)),
+        track_limiter=make_limiter(settings, pool),
+        public_views=public_views(pool),
     )
     accesslog.install()
 

@@ -12,6 +12,7 @@ from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import AfterValidator
 
+from agent_tools.batching import Batcher
 from agent_tools.db import Conn, Database
 from agent_tools.errors import Unavailable, ValidationFailed
 from agent_tools.service import api_keys
@@ -29,6 +30,8 @@ class AppState:
     settings: ApiSettings
     verifier: JwtVerifier
     track_limiter: Limiter
+    public_views: Batcher[str, bytes]
+    """The public tracking views, concurrent lookups read together (`tracking.public_views`)."""
 
 
 # Dependencies are `async def` even when they do not await: FastAPI runs a plain `def` in its

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
+from agent_tools.batching import Batcher
 from agent_tools.db import Database
+from agent_tools.errors import Unavailable
 from agent_tools.models import Agent, Order
 from agent_tools.service import orders, tracking
 from tests.api_support import assert_problem, client, free_port, make_app
@@ -178,3 +181,95 @@ class TestViewBuiltByTheDatabase:
         assert any(e.note == "left at the door" for e in whole.timeline)
         assert all(e.note is None for e in shown.timeline)
         assert public.json()["created_at"].endswith("Z")
+
+
+class TestLookupsReadTogether:
+    """Concurrent public lookups are read in one statement (`agent_tools.batching`): each
+    still gets its own order's view, an unknown number its own 404, and nothing stale."""
+
+    async def test_each_lookup_gets_its_own_view_in_fewer_statements(
+        self, db: Database, store: Agent
+    ) -> None:
+        async with db.connection() as conn:
+            placed = [await orders.create_order(conn, order_data(store)) for _ in range(10)]
+        app = make_app(db, track_failed_per_minute=1000)
+        views = app.state.api.public_views
+        fetched: list[list[str]] = []
+        read = views.fetch
+
+        async def counted(keys: list[str]) -> dict[str, bytes]:
+            fetched.append(keys)
+            return await read(keys)
+
+        views.fetch = counted
+        numbers = [o.order_number for o in placed] + ["ORD-2020-000001"]
+        numbers += [placed[0].order_number.lower(), str(placed[1].id)]
+        async with client(app) as api:
+            answers = await asyncio.gather(*(api.get(f"/api/orders/track/{n}") for n in numbers))
+        for order, answer in zip(placed, answers, strict=False):
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["order_number"] == order.order_number
+        assert_problem(answers[10], 404, "not_found")
+        assert answers[11].json()["order_number"] == placed[0].order_number
+        assert answers[12].json()["order_number"] == placed[1].order_number
+        assert sum(len(keys) for keys in fetched) >= len(set(numbers)) - 1
+        assert len(fetched) < len(numbers)  # some statements answered several lookups
+
+    async def test_a_change_is_in_the_next_answer(self, db: Database, order: Order) -> None:
+        path = f"/api/orders/track/{order.order_number}"
+        async with client(make_app(db)) as api:
+            assert (await api.get(path)).json()["status"] == "shipped"
+            async with db.connection() as conn:
+                await orders.update_status(conn, order.id, {"status": "delivered"})
+            assert (await api.get(path)).json()["status"] == "delivered"
+
+    async def test_a_failed_read_fails_every_lookup_waiting_for_it(
+        self, db: Database, order: Order
+    ) -> None:
+        app = make_app(db)
+        views = app.state.api.public_views
+        read = views.fetch
+
+        async def broken(keys: list[str]) -> dict[str, bytes]:
+            raise Unavailable("the database is unreachable", hint="retry")
+
+        views.fetch = broken
+        async with client(app) as api:
+            answers = await asyncio.gather(
+                *(api.get(f"/api/orders/track/{order.order_number}") for _ in range(5))
+            )
+            for answer in answers:
+                assert_problem(answer, 503, "unavailable")
+            views.fetch = read
+            assert (await api.get(f"/api/orders/track/{order.order_number}")).status_code == 200
+
+
+async def test_a_lookup_given_up_by_its_caller_leaves_the_others_answered() -> None:
+    release = asyncio.Event()
+
+    async def slow(keys: list[str]) -> dict[str, str]:
+        await release.wait()
+        return {k: k.lower() for k in keys}
+
+    batcher: Batcher[str, str] = Batcher(slow)
+    first = asyncio.create_task(batcher.get("A"))
+    queued = [asyncio.create_task(batcher.get(k)) for k in ("B", "C", "B")]
+    await asyncio.sleep(0)
+    queued[1].cancel()
+    release.set()
+    assert await first == "a"
+    assert await queued[0] == "b" and await queued[2] == "b"
+    with pytest.raises(asyncio.CancelledError):
+        await queued[1]
+
+
+async def test_a_lookup_right_after_a_fetch_ends_starts_its_own() -> None:
+    """One lookup after another, each queued just as the fetch before it ended: none waits
+    for a fetch that will never come."""
+
+    async def echo(keys: list[str]) -> dict[str, str]:
+        return {k: k for k in keys}
+
+    batcher: Batcher[str, str] = Batcher(echo)
+    for i in range(50):
+        assert await asyncio.wait_for(batcher.get(str(i)), timeout=5) == str(i)

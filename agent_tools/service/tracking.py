@@ -324,11 +324,12 @@ _PARCEL_KINDS = ", ".join(f"'shipment_{k.value}'" for k in CarrierEventKind)  # 
 
 
 _BY = {"number": "o.order_number = %(key)s", "id": "o.id = %(key)s"}
-_PUBLIC = {
-    k: f"select {_view_sql(False)} as view from agent_orders.orders o where {w}"
-    for k, w in _BY.items()
-}
-"""The public view alone, as JSON text: what the busiest public route sends as it comes."""
+_PUBLIC_MANY = (
+    f"select o.order_number, o.id::text as id, {_view_sql(False)} as view"
+    " from agent_orders.orders o"
+    " where o.order_number = any(%(numbers)s::text[]) or o.id = any(%(ids)s::uuid[])"
+)
+"""Public views alone, as JSON text: what the busiest public route sends as it comes."""
 _LOOKUP = {
     k: f"select {COLUMNS}, {_view_sql(False)} as public_view, {_view_sql(True)} as full_view"
     " from agent_orders.orders o"
@@ -351,15 +352,36 @@ def _key(number: str) -> tuple[str, object]:
         ) from None
 
 
+def public_key(order_number: str) -> str:
+    """What `public_views` looks an order up by: its number, upper case, or its id's canonical
+    text. `NotFound` when the text is neither."""
+    return str(_key(order_number)[1])
+
+
+async def public_views(conn: Conn, keys: list[str]) -> dict[str, bytes]:
+    """The public views of the orders of `keys` (from `public_key`) as JSON bytes, built by the
+    database in one statement: nothing to parse, validate or serialise on the way out. An
+    order that does not exist is left out."""
+    numbers: list[str] = []
+    ids: list[str] = []
+    for key in keys:
+        (numbers if ORDER_NUMBER.match(key) else ids).append(key)
+    cur = await conn.execute(_PUBLIC_MANY, {"numbers": numbers, "ids": ids}, prepare=True)
+    found: dict[str, bytes] = {}
+    for row in await cur.fetchall():
+        view = str(row["view"]).encode()
+        found[row["order_number"]] = view
+        found[row["id"]] = view
+    return found
+
+
 async def public_view(conn: Conn, order_number: str) -> bytes:
-    """The public view of an order as JSON bytes, built by the database: nothing to parse,
-    validate or serialise on the way out. `NotFound` when there is no such order."""
-    which, key = _key(order_number)
-    cur = await conn.execute(_PUBLIC[which], {"key": key}, prepare=True)
-    row = await cur.fetchone()
-    if row is None:
+    """The public view of one order (`public_views`); `NotFound` when there is no such order."""
+    key = public_key(order_number)
+    view = (await public_views(conn, [key])).get(key)
+    if view is None:
         raise NotFound("no order with that number and email", hint="check the order number")
-    return str(row["view"]).encode()
+    return view
 
 
 @dataclass(frozen=True)

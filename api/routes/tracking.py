@@ -4,18 +4,35 @@ and browser history)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from agent_tools.errors import NotFound, ValidationFailed
+from agent_tools.batching import Batcher
+from agent_tools.db import Database
+from agent_tools.errors import NotFound, Unavailable, ValidationFailed
 from agent_tools.service import tracking
 from agent_tools.service.tracking import TrackingView
-from api.deps import DbDep, StateDep, TrackingLimit, get_db, get_state, limit_tracking
+from api.deps import DbDep, StateDep, TrackingLimit, get_state, limit_tracking
 from api.problems import errors
 
 router = APIRouter(tags=["tracking"])
+
+
+def public_views(pool: Callable[[], Database | None]) -> Batcher[str, bytes]:
+    """The public views of the app's pool, concurrent lookups read in one statement."""
+
+    async def read(keys: list[str]) -> dict[str, bytes]:
+        db = pool()
+        if db is None:
+            raise Unavailable("the server is starting or stopping", hint="retry in a moment")
+        async with db.reader() as conn:
+            return await tracking.public_views(conn, keys)
+
+    return Batcher(read)
+
 
 _NO_STORE = {"Cache-Control": "no-store"}
 
@@ -62,8 +79,9 @@ async def track_order(order_number: OrderNumber, request: Request) -> Response:
     is a 404.
     """
     # The busiest public route: the view comes from the database as JSON bytes and goes out
-    # as they are, and the route asks FastAPI for nothing it can do itself (each declared
-    # dependency or query parameter costs every request).
+    # as they are, lookups arriving together are read in one statement, and the route asks
+    # FastAPI for nothing it can do itself (each declared dependency or query parameter costs
+    # every request).
     state = await get_state(request)
     await limit_tracking(request, state)
     if request.scope["query_string"]:
@@ -74,10 +92,10 @@ async def track_order(order_number: OrderNumber, request: Request) -> Response:
                 field="query",
                 hint='POST {"email": ...} or {"token": ...} to this path instead',
             )
-    db = await get_db(request)
     try:
-        async with db.reader() as conn:
-            view = await tracking.public_view(conn, order_number)
+        view = await state.public_views.get(tracking.public_key(order_number))
+        if view is None:
+            raise NotFound("no order with that number and email", hint="check the order number")
     except NotFound:
         await state.track_limiter.failed()
         raise
