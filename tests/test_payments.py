@@ -629,6 +629,25 @@ class TestCardNumbers:
         fine = place_args(customer={"name": "Ann Lee", "email": None, "phone": "+1 415 555 0100"})
         assert (await toolkit.call(ctx, "place_order", fine))["ok"]
 
+    async def test_ids_the_server_hands_out_are_never_taken_for_card_numbers(
+        self, db: Database, store: Agent
+    ) -> None:
+        """A draft id is random hex: about one in two thousand holds a Luhn-valid run of 13+
+        digits. Confirming it must work like any other (here: an unknown draft)."""
+        toolkit = Toolkit(db, settings=settings())
+        ctx = context(store, "c-card-ids", customer_email="ann@example.com")
+        result = await toolkit.call(ctx, "confirm_order", {"draft_id": f"drf_{self.CARD}"})
+        assert result["ok"] is False and result["error"]["code"] != "card_number_refused"
+        uuid_like = "42424242-4242-4242-4242-424242424242"
+        result = await toolkit.call(
+            ctx, "get_order_status", {"order_number": uuid_like, "email": None}
+        )
+        assert result["error"]["code"] != "card_number_refused"
+        # The same digits anywhere else are still refused.
+        notes = place_args(customer_notes=f"drf_{self.CARD} is my card")
+        result = await toolkit.call(ctx, "place_order", notes)
+        assert result["error"]["code"] == "card_number_refused"
+
 
 class TestCustomerFacing:
     async def test_mail_and_tracking_page_offer_pay_now_until_paid(

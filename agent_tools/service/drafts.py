@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 import secrets
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -37,6 +38,11 @@ _COLUMNS = (
     " confirmed_at, (select a.confirmation from agent_orders.agents a"
     " where a.id = drafts.agent_id) as confirmation"
 )
+
+
+DRAFT_PREFIX = "drf_"
+DRAFT_ID = re.compile(r"drf_[0-9a-f]{16}")
+"""A draft's id: the prefix and 64 random bits in hex."""
 
 
 class Consent(StrEnum):
@@ -196,7 +202,7 @@ async def _insert(
     ttl_seconds: int,
     key: bytes,
 ) -> Draft:
-    draft_id = "drf_" + secrets.token_hex(8)
+    draft_id = DRAFT_PREFIX + secrets.token_hex(8)
     cur = await conn.execute(
         "insert into agent_orders.drafts"
         " (id, kind, agent_id, conversation_id, turn, payload, order_id, expires_at,"
@@ -291,7 +297,7 @@ async def draft_order(
     order_json = new.model_dump(mode="json")
     await _lock_conversation(conn, new.agent_id, conversation_id)
     priced = await quote(conn, new)
-    draft_id = "drf_" + secrets.token_hex(8)
+    draft_id = DRAFT_PREFIX + secrets.token_hex(8)
     address = {k: v for k, v in order_json["shipping_address"].items() if v}
     cur = await conn.execute(
         _DRAFT_ORDER,

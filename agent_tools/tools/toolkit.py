@@ -27,6 +27,7 @@ from agent_tools.errors import (
 )
 from agent_tools.models import Agent
 from agent_tools.service import agents
+from agent_tools.service.drafts import DRAFT_ID
 from agent_tools.tools import approval
 from agent_tools.tools.approval import PendingDraft
 from agent_tools.tools.context import Invocation, ToolContext
@@ -204,13 +205,22 @@ def _card_number_in(text: str) -> bool:
     return False
 
 
+_ISSUED = (DRAFT_ID, re.compile(r"[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12}", re.IGNORECASE))
+"""Ids this server hands out (a draft's, a UUID): random hex that can hold a Luhn-valid run
+of digits by chance, and is never a card number."""
+
+
 def _refuse_card_numbers(value: Any) -> None:
     """One rule for every tool and argument: a card number is refused before anything reads,
     stores or logs the arguments. The error names the field, never the number."""
     stack: list[tuple[Any, str]] = [(value, "arguments")]
     while stack:
         node, path = stack.pop()
-        if isinstance(node, str) and _card_number_in(node):
+        if (
+            isinstance(node, str)
+            and not any(issued.fullmatch(node.strip()) for issued in _ISSUED)
+            and _card_number_in(node)
+        ):
             raise CardNumberRefused(
                 f"{path} looks like a payment card number; it was not saved",
                 field=path,
