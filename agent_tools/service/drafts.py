@@ -28,7 +28,15 @@ from pydantic import BaseModel
 
 from agent_tools.db import Conn
 from agent_tools.errors import NotFound, OrderError, parse
-from agent_tools.models import Actor, ConfirmationMode, LineItem, NewOrder, Order, Provenance
+from agent_tools.models import (
+    Actor,
+    ConfirmationMode,
+    LineItem,
+    NewOrder,
+    Order,
+    PaymentMode,
+    Provenance,
+)
 from agent_tools.models.changes import EditPlan
 from agent_tools.models.common import STORED
 from agent_tools.service import catalog, edits, orders, payments, returns
@@ -36,7 +44,9 @@ from agent_tools.service import catalog, edits, orders, payments, returns
 _COLUMNS = (
     "id, kind, agent_id, conversation_id, turn, payload, order_id, created_at, expires_at,"
     " confirmed_at, (select a.confirmation from agent_orders.agents a"
-    " where a.id = drafts.agent_id) as confirmation"
+    " where a.id = drafts.agent_id) as confirmation,"
+    " (select a.payment_mode from agent_orders.agents a"
+    " where a.id = drafts.agent_id) as payment_mode"
 )
 
 
@@ -104,6 +114,8 @@ class Draft(BaseModel):
     confirmed_at: datetime | None
     confirmation: ConfirmationMode
     """The agent's setting: which ways of saying yes count for this draft."""
+    payment_mode: PaymentMode
+    """The agent's setting: whether its orders are paid through Stripe."""
     replaces: list[str] = []
     """Open drafts this one expired when it was made (not stored: known only on creation)."""
     repeats: str | None = None
@@ -533,7 +545,8 @@ async def _carry_out(
 
         order = await orders.insert_order(conn, new, by=by, check=same_total)
         # A `stripe` store's order gets its Checkout link, made at Stripe after the commit.
-        await payments.order_placed(conn, order)
+        if draft.payment_mode == PaymentMode.stripe:
+            await payments.order_placed(conn, order)
     elif draft.kind == "cancel":
         assert draft.order_id is not None
         order = await orders.cancel_order(

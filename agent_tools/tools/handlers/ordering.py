@@ -320,7 +320,7 @@ async def confirm_order(inv: Invocation, a: ConfirmOrderArgs) -> Result:
         }
         email = await mail.notice(inv.conn, order.id, "confirmation", smtp=smtp)
         result["confirmation_email"] = email
-        result["payment"] = await payment(inv, order, link=True)
+        result["payment"] = await payment(inv, order, link=True, mode=done.draft.payment_mode)
         result["next"] = (
             "Tell the customer the order is placed: its number, what was ordered, the total, "
             "where it ships, and the tracking link"
@@ -338,7 +338,7 @@ async def confirm_order(inv: Invocation, a: ConfirmOrderArgs) -> Result:
             "Tell the customer the order is changed: its items, total and where it ships now."
         )
         if order.amount_paid > 0:
-            result["payment"] = await payment(inv, order, link=True)
+            result["payment"] = await payment(inv, order, link=True, mode=done.draft.payment_mode)
     elif done.draft.kind == "return":
         opened = await returns.by_draft(inv.conn, done.draft.id)
         assert opened is not None
@@ -360,7 +360,7 @@ async def confirm_order(inv: Invocation, a: ConfirmOrderArgs) -> Result:
             f"; an email confirming it goes to {email['to']}." if email["will_be_sent"] else "."
         )
         if order.amount_refunded > 0:
-            result["payment"] = await payment(inv, order, link=False)
+            result["payment"] = await payment(inv, order, link=False, mode=done.draft.payment_mode)
             result["next"] += " What they paid is refunded to how they paid."
     return result
 

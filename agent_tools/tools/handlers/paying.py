@@ -26,17 +26,21 @@ LINK_LATER = (
 )
 
 
-async def payment(inv: Invocation, order: Order, *, link: bool) -> Result:
+async def payment(
+    inv: Invocation, order: Order, *, link: bool, mode: PaymentMode | None = None
+) -> Result:
     """The order's payment for a tool result. With `link`, an unpaid order of a `stripe`
-    store gets its Checkout link (a fresh one if it expired) once the call has committed."""
-    agent = await agents.get_agent(inv.conn, order.agent_id)
+    store gets its Checkout link (a fresh one if it expired) once the call has committed.
+    `mode`: the store's payment mode when the caller has it already."""
+    if mode is None:
+        mode = (await agents.get_agent(inv.conn, order.agent_id)).payment_mode
     out: Result = {"status": order.payment_status.value}
     if order.amount_paid > 0:
         out["paid"] = money(order.amount_paid, order.currency)
     if order.amount_refunded > 0:
         out["refunded"] = money(order.amount_refunded, order.currency)
     unpaid = order.payment_status in (PaymentStatus.pending, PaymentStatus.failed)
-    if agent.payment_mode == PaymentMode.none:
+    if mode == PaymentMode.none:
         if unpaid and order.status != OrderStatus.cancelled:
             out["how"] = OFFLINE
         return out
