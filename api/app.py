@@ -178,6 +178,7 @@ def create_app(*, database: Database | None = None, settings: ApiSettings | None
         version="0.1.0",
         description=DESCRIPTION,
         lifespan=lifespan,
+        telemetry=None if settings.otel else {"tracing": False, "metrics": False, "logs": False},
         # Served by `api.docs` from this package, under the pages' CSP, instead of a CDN.
         docs_url=None,
         redoc_url=None,

@@ -35,6 +35,11 @@ class ApiSettings(Settings):
     """Server processes serving this app on this host (`agent-orders serve` sets it). More
     than one without `REDIS_URL`: the tracking limits are counted in PostgreSQL, shared."""
 
+    otel: bool = Field(False, validation_alias="AGENT_ORDERS_OTEL")
+    """FastAPI's own OpenTelemetry traces, metrics and logs, through the globally configured
+    providers. Off by default: with it on, FastAPI asks OpenTelemetry on every request whether
+    a provider is set (a tenth of a tracking lookup's CPU when none is)."""
+
     redis_key_prefix: str = Field("agent-orders", validation_alias="AGENT_ORDERS_REDIS_PREFIX")
     """Prefix of every Redis key this server writes."""
 

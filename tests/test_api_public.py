@@ -273,3 +273,24 @@ async def test_a_lookup_right_after_a_fetch_ends_starts_its_own() -> None:
     batcher: Batcher[str, str] = Batcher(echo)
     for i in range(50):
         assert await asyncio.wait_for(batcher.get(str(i)), timeout=5) == str(i)
+
+
+@pytest.mark.parametrize("otel", [False, True])
+async def test_opentelemetry_is_asked_only_when_turned_on(
+    db: Database, monkeypatch: pytest.MonkeyPatch, otel: bool
+) -> None:
+    """FastAPI's own telemetry asks OpenTelemetry for its providers on every request; off by
+    default (`AGENT_ORDERS_OTEL`), no request pays for it."""
+    from opentelemetry import trace
+
+    asked: list[bool] = []
+    real = trace.get_tracer_provider
+
+    def provider() -> trace.TracerProvider:
+        asked.append(True)
+        return real()
+
+    monkeypatch.setattr(trace, "get_tracer_provider", provider)
+    async with client(make_app(db, otel=otel)) as api:
+        assert (await api.get("/health")).status_code == 200
+    assert bool(asked) is otel
