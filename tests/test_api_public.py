@@ -13,7 +13,7 @@ from agent_tools.db import Database
 from agent_tools.errors import Unavailable
 from agent_tools.models import Agent, Order
 from agent_tools.service import orders, tracking
-from tests.api_support import assert_problem, client, free_port, make_app
+from tests.api_support import assert_problem, client, free_port, make_app, settings
 from tests.conftest import order_data
 
 PERSONAL = ("Ann Lee", "ann@example.com", "+1 555 0100", "1 Main St")
@@ -294,3 +294,23 @@ async def test_opentelemetry_is_asked_only_when_turned_on(
     async with client(make_app(db, otel=otel)) as api:
         assert (await api.get("/health")).status_code == 200
     assert bool(asked) is otel
+
+
+def test_a_serving_app_keeps_what_lives_as_long_as_it_out_of_the_collector(
+    db: Database,
+) -> None:
+    """Started on its own pool (as `agent-orders serve` starts it), the app freezes what is
+    alive once it is up, so full collections do not walk the whole heap while it serves;
+    stopping gives it back."""
+    import gc
+
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+
+    app = create_app(settings=settings(database_url=db.url, deliver=False))
+    assert gc.get_freeze_count() == 0
+    with TestClient(app) as served:
+        assert served.get("/ready").status_code == 200
+        assert gc.get_freeze_count() > 10_000
+    assert gc.get_freeze_count() == 0
