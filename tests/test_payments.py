@@ -539,6 +539,41 @@ class TestManualPayments:
             )
             assert answer.status_code == 422, (amount, answer.text)
 
+    async def test_an_order_placed_as_paid_was_paid_in_full(
+        self, db: Database, conf: ApiSettings, store: Agent, http: httpx.AsyncClient
+    ) -> None:
+        """An owner's order placed as paid (the money was taken elsewhere) owes nothing and
+        can be refunded; one cannot start refunded."""
+        body = {
+            "agent_id": str(store.id),
+            "customer": {"name": "Ann Lee", "email": "ann@example.com"},
+            "shipping_address": {
+                "line1": "1 Main St",
+                "city": "Portland",
+                "postal_code": "97201",
+                "country": "US",
+            },
+            "custom_lines": [{"name": "Gift wrap", "quantity": 2, "unit_price": "5.00"}],
+            "payment_status": "paid",
+        }
+        placed = await http.post("/api/orders/", headers=bearer(OWNER), json=body)
+        assert placed.status_code == 201, placed.text
+        order = placed.json()
+        assert (order["payment_status"], order["amount_paid"]) == ("paid", order["total"])
+        refund = await http.post(
+            f"/api/orders/{order['id']}/refunds", headers=bearer(OWNER), json={"amount": "1.00"}
+        )
+        assert refund.json()["payment_status"] == "partially_refunded", refund.text
+        for status in ("refunded", "partially_refunded"):
+            refused = await http.post(
+                "/api/orders/", headers=bearer(OWNER), json={**body, "payment_status": status}
+            )
+            assert_problem(refused, 422, "validation")
+        unpaid = await http.post(
+            "/api/orders/", headers=bearer(OWNER), json={**body, "payment_status": "pending"}
+        )
+        assert unpaid.json()["amount_paid"] == "0.00"
+
 
 class TestShapes:
     async def test_the_stand_in_answers_with_stripes_published_shapes(self, fs: FakeStripe) -> None:

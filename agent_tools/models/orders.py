@@ -156,6 +156,16 @@ class NewOrder(_In):
             raise ValueError(f"an order has at most {MAX_LINES} lines")
         return self
 
+    @field_validator("payment_status")
+    @classmethod
+    def _no_refund_yet(cls, v: PaymentStatus) -> PaymentStatus:
+        if v in (PaymentStatus.partially_refunded, PaymentStatus.refunded):
+            raise ValueError(
+                "a new order cannot start refunded: place it as paid, then record the refund"
+                " (POST /api/orders/{id}/refunds)"
+            )
+        return v
+
     @field_validator("metadata")
     @classmethod
     def _small_metadata(cls, v: dict[str, Any]) -> dict[str, Any]:

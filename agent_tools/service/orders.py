@@ -36,6 +36,7 @@ from agent_tools.models import (
     OrderFilter,
     OrderPage,
     OrderStatus,
+    PaymentStatus,
     Provenance,
     StatusChange,
     allowed_next,
@@ -95,10 +96,10 @@ _INSERT = sql.SQL(
     " insert into agent_orders.orders (order_number, agent_id, owner_id, conversation_id,"
     " customer_name, customer_email, customer_phone, shipping_address, line_items, subtotal,"
     " shipping_fee, total, currency, customer_notes, internal_notes, payment_status,"
-    " payment_method, metadata, contact_verified)"
+    " payment_method, metadata, contact_verified, amount_paid)"
     " values (%(number)s, %(agent)s, %(owner)s, %(conv)s, %(name)s, %(email)s, %(phone)s,"
     " %(address)s, %(lines)s, %(subtotal)s, %(fee)s, %(total)s, %(currency)s, %(cnotes)s,"
-    " %(inotes)s, %(pstatus)s, %(pmethod)s, %(metadata)s, %(verified)s)"
+    " %(inotes)s, %(pstatus)s, %(pmethod)s, %(metadata)s, %(verified)s, %(paid)s)"
     " on conflict (order_number) do nothing returning {}"
     "), created as ("
     " insert into agent_orders.order_events (order_id, kind, to_status, actor,"
@@ -198,6 +199,8 @@ async def insert_order(
         "cnotes": new.customer_notes,
         "inotes": new.internal_notes,
         "pstatus": new.payment_status.value,
+        # An order placed as paid (the owner took the money elsewhere) was paid in full.
+        "paid": subtotal + fee if new.payment_status == PaymentStatus.paid else Decimal(0),
         "pmethod": new.payment_method,
         "metadata": Jsonb(new.metadata),
         "verified": new.contact_verified,
