@@ -68,3 +68,29 @@ async def test_partial_success_is_reported_per_order(db: Database, store: Agent)
         events = await orders.list_events(conn, made[3].id)
     assert (first.status, first.carrier, first.tracking_number) == ("shipped", "UPS", "1Z1")
     assert (untouched.status, untouched.version, len(events)) == ("pending", 1, 1)
+
+
+async def test_a_retry_with_the_same_idempotency_key_gets_the_first_answer(
+    db: Database, store: Agent
+) -> None:
+    async with db.connection() as conn:
+        made = [await orders.create_order(conn, order_data(store), by=OWNER_BY) for _ in range(2)]
+    body = {"status": "confirmed", "orders": [o.order_number for o in made]}
+    async with client(make_app(db)) as api:
+        api.headers.update(bearer(OWNER))
+        keyed = {"Idempotency-Key": "bulk-1"}
+        first = await api.post("/api/orders/bulk/status", json=body, headers=keyed)
+        again = await api.post("/api/orders/bulk/status", json=body, headers=keyed)
+        unkeyed = await api.post("/api/orders/bulk/status", json=body)
+        other = await api.post(
+            "/api/orders/bulk/status", json={**body, "status": "cancelled"}, headers=keyed
+        )
+    assert first.status_code == again.status_code == 200
+    assert first.json()["succeeded"] == 2 and again.json() == first.json()
+    assert again.headers["Idempotent-Replayed"] == "true"
+    # Without a key the same request runs again: the orders have moved already.
+    assert unkeyed.json()["failed"] == 2
+    assert_problem(other, 409, "idempotency_key_reused")
+    async with db.connection() as conn:
+        events = await orders.list_events(conn, made[0].id)
+    assert [e.kind for e in events].count("status_changed") == 1
