@@ -189,7 +189,7 @@ def _refusal(resets_at: float, message: str) -> RateLimited:
 FAILED_KEY = "track-failed:60"
 
 
-@dataclass
+@dataclass(slots=True)
 class _Count:
     """One window of one key as this worker knows it."""
 
@@ -238,6 +238,8 @@ class SharedTrackingLimiter:
         self._counts: OrderedDict[str, _Count] = OrderedDict()
         """key -> its window, least recently used first (pending hits of a key forgotten
         for room are lost, never more than a share of half its limit)"""
+        self._pending: set[str] = set()
+        """Keys with pending hits: a look visits these, not every key remembered."""
         self._looked_at = -math.inf
 
     def _db(self) -> Database:
@@ -250,7 +252,8 @@ class SharedTrackingLimiter:
         count = self._counts.get(key)
         if count is None:
             if len(self._counts) >= self.max_keys:
-                self._counts.popitem(last=False)
+                forgotten, _ = self._counts.popitem(last=False)
+                self._pending.discard(forgotten)
             count = self._counts[key] = _Count(seconds, limit)
         else:
             self._counts.move_to_end(key)
@@ -266,7 +269,8 @@ class SharedTrackingLimiter:
         """Add every pending hit, and one hit of each of `counting`, to the database; read back
         the totals and the failures."""
         self._looked_at = now
-        batch = {k: c.pending for k, c in self._counts.items() if c.pending}
+        batch = {k: self._counts[k].pending for k in self._pending}
+        self._pending.clear()
         for key in counting:
             batch[key] = batch.get(key, 0) + 1
         for key in batch:
@@ -278,8 +282,9 @@ class SharedTrackingLimiter:
                 seen = await ratelimits.hit(conn, windows, watch=watch)
         except BaseException:
             for key, n in batch.items():  # told nobody: they are still to be told
-                if key in self._counts:
+                if key in self._counts and n > (key in counting):
                     self._counts[key].pending += n - (key in counting)
+                    self._pending.add(key)
             raise
         for key, window in seen.items():
             count = self._counts.get(key)
@@ -294,8 +299,9 @@ class SharedTrackingLimiter:
         if now - self._looked_at < self.flush_every and all(
             self._may_pass_here(c, now) for c in counts.values()
         ):
-            for count in counts.values():
+            for key, count in counts.items():
                 count.pending += 1
+                self._pending.add(key)
         else:
             await self._look(now, list(counts))
 
