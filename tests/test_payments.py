@@ -8,6 +8,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 from uuid import uuid4
@@ -20,7 +21,7 @@ from stripe.checkout import Session
 from agent_tools.db import Database
 from agent_tools.delivery.worker import delivering
 from agent_tools.models import Agent
-from agent_tools.service import agents, orders
+from agent_tools.service import agents, orders, payments
 from agent_tools.tools import Toolkit
 from api.settings import ApiSettings
 from tests.api_support import assert_problem, bearer, client, make_app, settings
@@ -448,6 +449,91 @@ class TestRefunds:
         refunds = [p for p in detail["payments"] if p["kind"] == "refund"]
         assert [(p["state"], p["amount"]) for p in refunds] == [("succeeded", "30.00")]
         assert detail["payment_status"] == "refunded"
+
+    async def test_cancelling_closes_the_open_link_at_stripe(
+        self, db: Database, conf: ApiSettings, shop: Agent, fs: FakeStripe, http: httpx.AsyncClient
+    ) -> None:
+        """The customer can no longer pay a cancelled order: its session is expired at Stripe
+        by the deliverer, retried with the same key when Stripe is down."""
+        done = await order_by_chat(db, conf, shop)
+        number, sid = done["order"]["order_number"], session_of(fs)["id"]
+        cancel = await http.patch(
+            f"/api/orders/{number}/status", headers=bearer(OWNER), json={"status": "cancelled"}
+        )
+        assert cancel.status_code == 200, cancel.text
+        detail = (await http.get(f"/api/orders/{number}", headers=bearer(OWNER))).json()
+        assert [p["state"] for p in detail["payments"]] == ["expiring"]
+        assert detail["payment_url"] is None
+        fs.fail_next = [500]
+        async with delivering(db, conf):
+
+            async def closed() -> bool:
+                found = await row(
+                    db, "select count(*) as n from agent_orders.payments where state = 'expired'"
+                )
+                return bool(found["n"])
+
+            await wait_until(closed, what="the link closed")
+        assert fs.sessions[sid]["status"] == "expired"
+        check_shape(fs.sessions[sid], Session)
+        calls = fs.requests("POST", f"/v1/checkout/sessions/{sid}/expire")
+        assert len(calls) == 2  # Stripe was down the first time
+        assert calls[0].headers["idempotency-key"] == calls[1].headers["idempotency-key"]
+        assert calls[0].headers["idempotency-key"] != fs.calls[0].headers["idempotency-key"]
+        assert calls[0].headers["stripe-account"] == "acct_1Shop"
+
+    async def test_a_link_made_while_its_order_was_cancelled_is_closed_too(
+        self, db: Database, conf: ApiSettings, shop: Agent, fs: FakeStripe, http: httpx.AsyncClient
+    ) -> None:
+        """Stripe answers the session's creation after the cancellation committed: the new
+        session is closed at once; a link never made is never made."""
+        fs.fail_next = [500]  # no link at the confirmation: the row stays `pending`
+        done = await order_by_chat(db, conf, shop)
+        number = done["order"]["order_number"]
+        async with db.connection() as conn:
+            placed = await orders.get_order(conn, number)
+            ids = await payments.pending_links(conn, placed.id)
+            (job,) = await payments.claim(conn, "runner-a", 30, ids=ids)
+        cancel = await http.patch(
+            f"/api/orders/{number}/status", headers=bearer(OWNER), json={"status": "cancelled"}
+        )
+        assert cancel.status_code == 200, cancel.text
+        async with db.connection() as conn:
+            made = await payments.checkout_created(
+                conn,
+                job,
+                "runner-a",
+                session_id="cs_test_late",
+                url="https://checkout.example/late",
+                expires_at=datetime.now(UTC),
+            )
+        assert made is not None and made.state == "expiring"
+
+        fs.fail_next = [500]
+        other = await order_by_chat(db, conf, shop)
+        cancel = await http.patch(
+            f"/api/orders/{other['order']['order_number']}/status",
+            headers=bearer(OWNER),
+            json={"status": "cancelled"},
+        )
+        assert cancel.status_code == 200
+
+        def made() -> int:
+            return sum(c.path == "/v1/checkout/sessions" for c in fs.requests("POST", "/v1/"))
+
+        before = made()
+        async with delivering(db, conf):
+            # The late session of the first order is closed; the second's is never made.
+            await wait_until(
+                lambda: fs.requests("POST", "/v1/checkout/sessions/cs_test_late/expire"),
+                what="the late session closed",
+            )
+            await asyncio.sleep(0.3)
+        assert made() == before
+        detail = (
+            await http.get(f"/api/orders/{other['order']['order_number']}", headers=bearer(OWNER))
+        ).json()
+        assert [p["state"] for p in detail["payments"]] == ["expired"]
 
     async def test_a_failed_refund_call_is_retried_with_the_same_key(
         self, db: Database, conf: ApiSettings, shop: Agent, fs: FakeStripe, http: httpx.AsyncClient

@@ -22,9 +22,11 @@ class Payment(BaseModel):
     """`checkout`: a Stripe Checkout Session; `payment`: money recorded as received;
     `refund`: money given back."""
     provider: Literal["stripe", "manual"]
-    state: Literal["pending", "open", "succeeded", "failed", "expired", "flagged"]
+    state: Literal["pending", "open", "expiring", "succeeded", "failed", "expired", "flagged"]
     """`pending`: the Stripe call is still to be made (it will be, at least once); `open`: a
-    Checkout link waiting for the customer; `flagged`: paid, but not what the order asked."""
+    Checkout link waiting for the customer; `expiring`: its order was cancelled, and the call
+    that closes the link at Stripe is still to be made; `flagged`: paid, but not what the
+    order asked."""
     amount: Decimal
     currency: str
     parent_id: UUID | None

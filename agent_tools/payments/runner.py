@@ -6,6 +6,7 @@ session or refund."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -55,6 +56,13 @@ async def perform(db: Database, job: payments.Job, me: str, settings: Settings) 
     done: tuple[str, ...] = ()
     try:
         sc = stripe_gateway.client(settings)
+        if job.payment.state == "expiring":
+            # No longer open at Stripe (expired, or paid: that payment's event refunds it).
+            with contextlib.suppress(stripe.InvalidRequestError):
+                await stripe_gateway.expire_session(sc, job)
+            async with db.connection() as conn:
+                await payments.session_closed(conn, job, me)
+            return
         if job.payment.kind == "checkout":
             async with db.connection() as conn:
                 key = await tracking.signing_key(conn, settings)

@@ -98,6 +98,12 @@ async def create_session(
     return session.id, session.url, datetime.fromtimestamp(session.expires_at, UTC)
 
 
+async def expire_session(sc: stripe.StripeClient, job: Job) -> None:
+    """Close the job's Checkout Session: its order was cancelled."""
+    assert job.payment.stripe_id is not None
+    await sc.v1.checkout.sessions.expire_async(job.payment.stripe_id, options=_options(job))
+
+
 async def create_refund(sc: stripe.StripeClient, job: Job) -> str:
     """The refund's id. A refund is made against the payment's payment intent."""
     if not job.payment_intent:

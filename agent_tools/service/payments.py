@@ -236,8 +236,11 @@ async def total_changed(conn: Conn, order_id: UUID) -> None:
 async def order_cancelled(conn: Conn, order_id: UUID, by: Provenance) -> list[Payment]:
     """Cancelling an order closes its unpaid links and refunds whatever it was paid."""
     o = await _lock(conn, order_id)
+    # A link the customer has is closed at Stripe too (`expiring`: by the payments runner);
+    # one not made yet never will be.
     await conn.execute(
-        "update agent_orders.payments set state = 'expired', updated_at = now()"
+        "update agent_orders.payments set state = case when state = 'open' then 'expiring'"
+        " else 'expired' end, attempts = 0, next_attempt_at = now(), updated_at = now()"
         " where order_id = %(id)s and kind = 'checkout' and state in ('pending', 'open')",
         {"id": o.id},
     )
@@ -526,7 +529,7 @@ async def _refunded_event(conn: Conn, o: Locked, p: Payment, by: Provenance) -> 
 
 @dataclass
 class Job:
-    """A `pending` row claimed for a Stripe call, with what the call needs."""
+    """A `pending` (or `expiring`) row claimed for a Stripe call, with what the call needs."""
 
     payment: Payment
     order: Order
@@ -537,16 +540,17 @@ class Job:
 
     def __post_init__(self) -> None:
         # Derived from the row: every attempt at this row is the same request to Stripe.
-        self.idempotency_key = f"agent-orders-{self.payment.kind}-{self.payment.id}"
+        call = "expire" if self.payment.state == "expiring" else self.payment.kind
+        self.idempotency_key = f"agent-orders-{call}-{self.payment.id}"
 
 
 async def claim(
     conn: Conn, me: str, lease: float, *, ids: list[UUID] | None = None, limit: int = 10
 ) -> list[Job]:
-    """Take `pending` rows (these `ids`, or any that are due) for a lease."""
+    """Take `pending` and `expiring` rows (these `ids`, or any that are due) for a lease."""
     cur = await conn.execute(
         "with due as ("
-        " select id from agent_orders.payments where state = 'pending'"
+        " select id from agent_orders.payments where state in ('pending', 'expiring')"
         " and (%(ids)s::uuid[] is not null and id = any(%(ids)s)"
         "   or %(ids)s::uuid[] is null and next_attempt_at <= now())"
         " and (locked_until is null or locked_until < now())"
@@ -575,15 +579,31 @@ async def claim(
 async def checkout_created(
     conn: Conn, job: Job, me: str, *, session_id: str, url: str, expires_at: datetime
 ) -> Payment | None:
+    """The session exists at Stripe. If the order was cancelled while it was being made (the
+    row went from `pending` to `expired`), it is to be closed there at once."""
     cur = await conn.execute(
-        "update agent_orders.payments set state = 'open', stripe_id = %(sid)s, url = %(url)s,"
-        " expires_at = %(exp)s, attempts = attempts + 1, last_error = null,"
+        "update agent_orders.payments set state = case when state = 'pending' then 'open'"
+        " else 'expiring' end, stripe_id = %(sid)s, url = %(url)s,"
+        " expires_at = %(exp)s, attempts = case when state = 'pending' then attempts + 1"
+        " else 0 end, next_attempt_at = now(), last_error = null,"
         " locked_until = null, locked_by = null, updated_at = now()"
-        " where id = %(id)s and locked_by = %(me)s and state = 'pending' returning " + _COLUMNS,
+        " where id = %(id)s and locked_by = %(me)s"
+        " and (state = 'pending' or state = 'expired' and stripe_id is null)"
+        " returning " + _COLUMNS,
         {"id": job.payment.id, "me": me, "sid": session_id, "url": url, "exp": expires_at},
     )
     row = await cur.fetchone()
     return Payment.model_validate(row) if row else None
+
+
+async def session_closed(conn: Conn, job: Job, me: str) -> None:
+    """The cancelled order's session is expired at Stripe (or was no longer open there)."""
+    await conn.execute(
+        "update agent_orders.payments set state = 'expired', attempts = attempts + 1,"
+        " last_error = null, locked_until = null, locked_by = null, updated_at = now()"
+        " where id = %(id)s and locked_by = %(me)s and state = 'expiring'",
+        {"id": job.payment.id, "me": me},
+    )
 
 
 async def refund_made(conn: Conn, job: Job, me: str, *, refund_id: str) -> None:
@@ -603,15 +623,18 @@ async def refund_made(conn: Conn, job: Job, me: str, *, refund_id: str) -> None:
 
 async def call_failed(conn: Conn, job: Job, me: str, *, error: str, retry_in: float | None) -> None:
     """A Stripe call that did not go through: tried again after `retry_in` seconds, or (None)
-    given up — a refund's amount is then released and the owner told."""
+    given up — a refund's amount is then released and the owner told; a link that could not
+    be closed is left to expire at Stripe on its own (a payment on it is refunded)."""
     async with conn.transaction():
         o = await _lock(conn, job.order.id)
         cur = await conn.execute(
             "update agent_orders.payments set attempts = attempts + 1, last_error = %(error)s,"
-            " state = case when %(retry)s::float8 is null then 'failed' else state end,"
+            " state = case when %(retry)s::float8 is not null then state"
+            "   when state = 'expiring' then 'expired' else 'failed' end,"
             " next_attempt_at = now() + make_interval(secs => coalesce(%(retry)s::float8, 0)),"
             " locked_until = null, locked_by = null, updated_at = now()"
-            " where id = %(id)s and locked_by = %(me)s and state = 'pending' returning " + _COLUMNS,
+            " where id = %(id)s and locked_by = %(me)s and state in ('pending', 'expiring')"
+            " returning " + _COLUMNS,
             {"id": job.payment.id, "me": me, "error": error[:500], "retry": retry_in},
         )
         row = await cur.fetchone()
