@@ -21,7 +21,7 @@ from stripe.checkout import Session
 from agent_tools.db import Database
 from agent_tools.delivery.worker import delivering
 from agent_tools.models import Agent
-from agent_tools.service import agents, orders, payments
+from agent_tools.service import agents, orders, payments, stripe_calls
 from agent_tools.tools import Toolkit
 from api.settings import ApiSettings
 from tests.api_support import assert_problem, bearer, client, make_app, settings
@@ -493,13 +493,13 @@ class TestRefunds:
         async with db.connection() as conn:
             placed = await orders.get_order(conn, number)
             ids = await payments.pending_links(conn, placed.id)
-            (job,) = await payments.claim(conn, "runner-a", 30, ids=ids)
+            (job,) = await stripe_calls.claim(conn, "runner-a", 30, ids=ids)
         cancel = await http.patch(
             f"/api/orders/{number}/status", headers=bearer(OWNER), json={"status": "cancelled"}
         )
         assert cancel.status_code == 200, cancel.text
         async with db.connection() as conn:
-            made = await payments.checkout_created(
+            made = await stripe_calls.checkout_created(
                 conn,
                 job,
                 "runner-a",

@@ -19,7 +19,7 @@ from agent_tools.config import Settings, get_settings
 from agent_tools.db import Database
 from agent_tools.delivery import retry
 from agent_tools.payments import stripe_gateway
-from agent_tools.service import payments, tracking
+from agent_tools.service import payments, stripe_calls, tracking
 
 log = logging.getLogger(__name__)
 
@@ -42,14 +42,14 @@ async def run_pending(db: Database, ids: list[UUID], settings: Settings | None =
     settings = settings or get_settings()
     try:
         async with db.connection() as conn:
-            jobs = await payments.claim(conn, ME, settings.delivery_lease, ids=ids)
+            jobs = await stripe_calls.claim(conn, ME, settings.delivery_lease, ids=ids)
         for job in jobs:
             await perform(db, job, ME, settings)
     except Exception:
         log.warning("payment calls left to the deliverer", exc_info=True)
 
 
-async def perform(db: Database, job: payments.Job, me: str, settings: Settings) -> None:
+async def perform(db: Database, job: stripe_calls.Job, me: str, settings: Settings) -> None:
     """One claimed row's call, and its outcome recorded."""
     error: str | None = None
     permanent = False
@@ -61,7 +61,7 @@ async def perform(db: Database, job: payments.Job, me: str, settings: Settings) 
             with contextlib.suppress(stripe.InvalidRequestError):
                 await stripe_gateway.expire_session(sc, job)
             async with db.connection() as conn:
-                await payments.session_closed(conn, job, me)
+                await stripe_calls.session_closed(conn, job, me)
             return
         if job.payment.kind == "checkout":
             async with db.connection() as conn:
@@ -69,7 +69,7 @@ async def perform(db: Database, job: payments.Job, me: str, settings: Settings) 
             back = tracking.tracking_url(key, job.order, settings)
             sid, url, expires = await stripe_gateway.create_session(sc, job, back)
             async with db.connection() as conn:
-                await payments.checkout_created(
+                await stripe_calls.checkout_created(
                     conn, job, me, session_id=sid, url=url, expires_at=expires
                 )
             return
@@ -85,18 +85,18 @@ async def perform(db: Database, job: payments.Job, me: str, settings: Settings) 
         error = f"{type(exc).__name__}: {exc.user_message or exc}"
     async with db.connection() as conn:
         if done:
-            await payments.refund_made(conn, job, me, refund_id=done[0])
+            await stripe_calls.refund_made(conn, job, me, refund_id=done[0])
             return
         assert error is not None
         wait = None if permanent else retry.next_delay(job.attempts + 1, settings.retry_scale)
         log.warning("stripe %s for payment %s failed: %s", job.payment.kind, job.payment.id, error)
-        await payments.call_failed(conn, job, me, error=error, retry_in=wait)
+        await stripe_calls.call_failed(conn, job, me, error=error, retry_in=wait)
 
 
-async def claim(db: Database, me: str, room: int, settings: Settings) -> list[payments.Job]:
+async def claim(db: Database, me: str, room: int, settings: Settings) -> list[stripe_calls.Job]:
     """Due rows for the deliverer."""
     async with db.connection() as conn:
-        return await payments.claim(conn, me, settings.delivery_lease, limit=room)
+        return await stripe_calls.claim(conn, me, settings.delivery_lease, limit=room)
 
 
 async def payment_url(db: Database, order_id: UUID, settings: Settings | None = None) -> str | None:

@@ -9,7 +9,8 @@ from typing import Any
 import stripe
 
 from agent_tools.config import Settings
-from agent_tools.service.payments import Job, minor_units
+from agent_tools.service.payments import minor_units
+from agent_tools.service.stripe_calls import Job
 
 TIMEOUT = 20.0
 

@@ -1,4 +1,4 @@
-"""Payments: what an order was paid and refunded, Checkout links to pay it, and Stripe's events.
+"""Payments: what an order was paid and refunded, and the Checkout links to pay it.
 
 Every decision about money is taken under the order's row lock (`select ... for update`), in
 the transaction that records it: two refunds of one order queue behind each other, and the cap
@@ -8,12 +8,14 @@ state `pending`, written in that transaction; `agent_tools.payments.runner` make
 after the commit, inline and again from the deliverer until it is done, with an idempotency
 key derived from the row, so a retry never makes a second session or refund.
 
-No network here: this module decides and records; the runner talks to Stripe.
+No network here: this module decides and records; the runner talks to Stripe. The runner's
+side of those calls is `service.stripe_calls`, Stripe's webhook events `service.stripe_events`;
+both decide through the helpers here (`lock_order`, `settle`, `payment_event` ...).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -25,11 +27,11 @@ from agent_tools.models import Actor, Order, OrderStatus, PaymentMode, Provenanc
 from agent_tools.models.payments import ManualPayment, Payment, RefundRequest
 from agent_tools.service import orders
 
-_COLUMNS = (
+COLUMNS = (
     "id, order_id, kind, provider, state, amount, currency, parent_id, method, reference,"
     " reason, stripe_id, url, expires_at, paid_at, last_error, created_at"
 )
-_P_COLUMNS = ", ".join("p." + c.strip() for c in _COLUMNS.split(","))
+P_COLUMNS = ", ".join("p." + c.strip() for c in COLUMNS.split(","))
 SYSTEM = Provenance(actor=Actor.system)
 
 # Stripe's amounts are integers in the currency's minor unit.
@@ -129,7 +131,7 @@ _LOCK = (
 )
 
 
-async def _lock(conn: Conn, order_id: UUID, owner_id: UUID | None = None) -> Locked:
+async def lock_order(conn: Conn, order_id: UUID, owner_id: UUID | None = None) -> Locked:
     cur = await conn.execute(_LOCK, {"id": order_id, "owner": owner_id})
     row = await cur.fetchone()
     if row is None:
@@ -147,7 +149,7 @@ def _status(paid: Decimal, refunded: Decimal, total: Decimal, current: str) -> s
     return "paid" if paid >= total else "pending"
 
 
-async def _money(conn: Conn, o: Locked, *, paid: Decimal = Decimal(0)) -> None:
+async def settle(conn: Conn, o: Locked, *, paid: Decimal = Decimal(0)) -> None:
     """Add `paid` to the order and set its payment status from its totals."""
     new_paid = o.amount_paid + paid
     status = _status(new_paid, o.amount_refunded, o.total, o.payment_status)
@@ -159,7 +161,7 @@ async def _money(conn: Conn, o: Locked, *, paid: Decimal = Decimal(0)) -> None:
     o.amount_paid, o.payment_status = new_paid, status
 
 
-async def _insert(conn: Conn, o: Locked, **values: Any) -> Payment:
+async def insert_payment(conn: Conn, o: Locked, **values: Any) -> Payment:
     row = {
         "order_id": o.id,
         "owner_id": o.owner_id,
@@ -180,7 +182,7 @@ async def _insert(conn: Conn, o: Locked, **values: Any) -> Payment:
         f"insert into agent_orders.payments ({cols}) values ("
         + ", ".join(f"%({k})s" for k in row)
         + ") returning "
-        + _COLUMNS,
+        + COLUMNS,
         row,
     )
     created = await cur.fetchone()
@@ -188,11 +190,11 @@ async def _insert(conn: Conn, o: Locked, **values: Any) -> Payment:
     return Payment.model_validate(created)
 
 
-def _amount_text(amount: Decimal, currency: str) -> str:
+def amount_text(amount: Decimal, currency: str) -> str:
     return f"{amount.quantize(Decimal('0.01'))} {currency}"
 
 
-async def _event(
+async def payment_event(
     conn: Conn,
     o: Locked,
     kind: str,
@@ -207,7 +209,7 @@ async def _event(
     )
 
 
-def _payment_data(p: Payment) -> dict[str, Any]:
+def payment_data(p: Payment) -> dict[str, Any]:
     out = {"payment_id": str(p.id), "amount": str(p.amount), "currency": p.currency}
     if p.method:
         out["method"] = p.method
@@ -222,7 +224,7 @@ def _payment_data(p: Payment) -> dict[str, Any]:
 async def order_placed(conn: Conn, order: Order) -> Payment | None:
     """A confirmed order of a `stripe` store gets its Checkout link (a `pending` row, created
     at Stripe after the commit)."""
-    o = await _lock(conn, order.id)
+    o = await lock_order(conn, order.id)
     if o.payment_mode != PaymentMode.stripe or o.owed <= 0:
         return None
     return await _new_checkout(conn, o, o.owed)
@@ -230,12 +232,12 @@ async def order_placed(conn: Conn, order: Order) -> Payment | None:
 
 async def total_changed(conn: Conn, order_id: UUID) -> None:
     """An order's total changed (an edit): its payment status follows what it was paid."""
-    await _money(conn, await _lock(conn, order_id))
+    await settle(conn, await lock_order(conn, order_id))
 
 
 async def order_cancelled(conn: Conn, order_id: UUID, by: Provenance) -> list[Payment]:
     """Cancelling an order closes its unpaid links and refunds whatever it was paid."""
-    o = await _lock(conn, order_id)
+    o = await lock_order(conn, order_id)
     # A link the customer has is closed at Stripe too (`expiring`: by the payments runner);
     # one not made yet never will be.
     await conn.execute(
@@ -246,14 +248,14 @@ async def order_cancelled(conn: Conn, order_id: UUID, by: Provenance) -> list[Pa
     )
     if o.refundable <= 0:
         return []
-    return await _refund(conn, o, o.refundable, "order cancelled", by)
+    return await start_refund(conn, o, o.refundable, "order cancelled", by)
 
 
 # ---- links --------------------------------------------------------------------------------
 
 
 async def _new_checkout(conn: Conn, o: Locked, amount: Decimal) -> Payment:
-    return await _insert(
+    return await insert_payment(
         conn,
         o,
         kind="checkout",
@@ -271,7 +273,7 @@ async def request_link(
     """A Checkout link for what the order still owes: the open one if it is for that amount
     and has time left, else a new `pending` one (made at Stripe after the commit)."""
     async with conn.transaction():
-        o = await _lock(conn, order_id, owner_id)
+        o = await lock_order(conn, order_id, owner_id)
         if o.payment_mode != PaymentMode.stripe:
             raise NotStripe(
                 "this store takes payment on delivery or by invoice, not by card link",
@@ -282,7 +284,7 @@ async def request_link(
         if o.owed <= 0:
             raise NothingOwed(f"order {o.order_number} is paid", hint="nothing to pay")
         cur = await conn.execute(
-            "select " + _COLUMNS + " from agent_orders.payments"
+            "select " + COLUMNS + " from agent_orders.payments"
             " where order_id = %(id)s and kind = 'checkout' and state in ('pending', 'open')"
             " order by created_at desc",
             {"id": o.id},
@@ -310,7 +312,7 @@ MIN_LEFT = timedelta(minutes=10)
 async def open_link(conn: Conn, order_id: UUID) -> Payment | None:
     """The order's Checkout link the customer can pay now, if there is one."""
     cur = await conn.execute(
-        "select " + _COLUMNS + " from agent_orders.payments"
+        "select " + COLUMNS + " from agent_orders.payments"
         " where order_id = %(id)s and kind = 'checkout' and state = 'open'"
         " and url is not null and expires_at > now() order by created_at desc limit 1",
         {"id": order_id},
@@ -344,7 +346,7 @@ async def pending_links(conn: Conn, order_id: UUID) -> list[UUID]:
 
 async def list_for_order(conn: Conn, order_id: UUID) -> list[Payment]:
     cur = await conn.execute(
-        "select " + _COLUMNS + " from agent_orders.payments where order_id = %(id)s"
+        "select " + COLUMNS + " from agent_orders.payments where order_id = %(id)s"
         " order by created_at, id",
         {"id": order_id},
     )
@@ -366,17 +368,17 @@ async def record_payment(
     as a Stripe payment."""
     new = parse(ManualPayment, data)
     async with conn.transaction():
-        o = await _lock(conn, order_id, owner_id)
+        o = await lock_order(conn, order_id, owner_id)
         if o.status == OrderStatus.cancelled:
             raise Overpayment(f"order {o.order_number} is cancelled", hint="nothing is owed on it")
         if new.amount > o.owed:
             raise Overpayment(
-                f"{_amount_text(new.amount, o.currency)} is more than the"
-                f" {_amount_text(max(o.owed, Decimal(0)), o.currency)} still owed",
+                f"{amount_text(new.amount, o.currency)} is more than the"
+                f" {amount_text(max(o.owed, Decimal(0)), o.currency)} still owed",
                 hint="record at most what is owed",
                 owed=str(max(o.owed, Decimal("0.00"))),
             )
-        p = await _insert(
+        p = await insert_payment(
             conn,
             o,
             kind="payment",
@@ -392,28 +394,28 @@ async def record_payment(
             " %(method)s) where id = %(id)s",
             {"id": o.id, "method": new.method},
         )
-        await _paid(conn, o, p, by)
+        await mark_paid(conn, o, p, by)
     return p
 
 
-async def _paid(conn: Conn, o: Locked, p: Payment, by: Provenance) -> None:
+async def mark_paid(conn: Conn, o: Locked, p: Payment, by: Provenance) -> None:
     """Count `p` as paid: totals, the `payment_succeeded` event, and a pending order moves on
     to `confirmed`."""
-    await _money(conn, o, paid=p.amount)
-    await _event(
+    await settle(conn, o, paid=p.amount)
+    await payment_event(
         conn,
         o,
         "payment_succeeded",
         by,
-        note=f"Payment of {_amount_text(p.amount, o.currency)} received.",
-        data=_payment_data(p),
+        note=f"Payment of {amount_text(p.amount, o.currency)} received.",
+        data=payment_data(p),
     )
     if o.status == OrderStatus.pending:
         await orders.update_status(conn, o.id, {"status": OrderStatus.confirmed}, by=by)
         o.status = OrderStatus.confirmed
 
 
-_RESERVE = (
+RESERVE_REFUND = (
     "update agent_orders.orders set amount_refunded = amount_refunded + %(amount)s,"
     " payment_status = case when amount_refunded + %(amount)s >= amount_paid then 'refunded'"
     "   else 'partially_refunded' end, updated_at = now()"
@@ -447,26 +449,26 @@ async def refund(
     """
     request = parse(RefundRequest, {"amount": amount, "reason": reason})
     async with conn.transaction():
-        o = await _lock(conn, order_id, owner_id)
+        o = await lock_order(conn, order_id, owner_id)
         wanted = request.amount if request.amount is not None else o.refundable
         if wanted <= 0 or wanted > o.refundable:
             raise RefundExceeds(
-                f"order {o.order_number} has {_amount_text(o.refundable, o.currency)} left to"
-                f" refund (paid {_amount_text(o.amount_paid, o.currency)}, refunded"
-                f" {_amount_text(o.amount_refunded, o.currency)})",
+                f"order {o.order_number} has {amount_text(o.refundable, o.currency)} left to"
+                f" refund (paid {amount_text(o.amount_paid, o.currency)}, refunded"
+                f" {amount_text(o.amount_refunded, o.currency)})",
                 hint="refund at most what is left",
                 refundable=str(o.refundable),
             )
-        return await _refund(conn, o, wanted, request.reason, by)
+        return await start_refund(conn, o, wanted, request.reason, by)
 
 
-async def _refund(
+async def start_refund(
     conn: Conn, o: Locked, amount: Decimal, reason: str | None, by: Provenance
 ) -> list[Payment]:
-    cur = await conn.execute(_RESERVE, {"id": o.id, "amount": amount})
+    cur = await conn.execute(RESERVE_REFUND, {"id": o.id, "amount": amount})
     if await cur.fetchone() is None:
         raise RefundExceeds(
-            f"order {o.order_number} has less than {_amount_text(amount, o.currency)} to refund",
+            f"order {o.order_number} has less than {amount_text(amount, o.currency)} to refund",
             hint="refund at most what is left",
         )
     o.amount_refunded += amount
@@ -480,7 +482,7 @@ async def _refund(
         part = min(rest, Decimal(src["left"]))
         rest -= part
         stripe = src["provider"] == "stripe"
-        p = await _insert(
+        p = await insert_payment(
             conn,
             o,
             kind="refund",
@@ -494,10 +496,10 @@ async def _refund(
             paid_at=None if stripe else datetime.now(UTC),
         )
         if not stripe:
-            await _refunded_event(conn, o, p, by)
+            await refunded_event(conn, o, p, by)
         made.append(p)
     if rest > 0:  # paid totals without payment rows (set by hand): recorded as manual
-        p = await _insert(
+        p = await insert_payment(
             conn,
             o,
             kind="refund",
@@ -507,384 +509,18 @@ async def _refund(
             reason=reason,
             paid_at=datetime.now(UTC),
         )
-        await _refunded_event(conn, o, p, by)
+        await refunded_event(conn, o, p, by)
         made.append(p)
     return made
 
 
-async def _refunded_event(conn: Conn, o: Locked, p: Payment, by: Provenance) -> None:
-    note = f"Refund of {_amount_text(p.amount, o.currency)}"
-    await _event(
+async def refunded_event(conn: Conn, o: Locked, p: Payment, by: Provenance) -> None:
+    note = f"Refund of {amount_text(p.amount, o.currency)}"
+    await payment_event(
         conn,
         o,
         "payment_refunded",
         by,
         note=note + (f": {p.reason}." if p.reason else "."),
-        data=_payment_data(p) | {"amount_refunded": str(o.amount_refunded)},
+        data=payment_data(p) | {"amount_refunded": str(o.amount_refunded)},
     )
-
-
-# ---- the Stripe calls, as the runner sees them -------------------------------------------
-
-
-@dataclass
-class Job:
-    """A `pending` (or `expiring`) row claimed for a Stripe call, with what the call needs."""
-
-    payment: Payment
-    order: Order
-    stripe_account: str | None
-    payment_intent: str | None
-    attempts: int
-    idempotency_key: str = field(init=False)
-
-    def __post_init__(self) -> None:
-        # Derived from the row: every attempt at this row is the same request to Stripe.
-        call = "expire" if self.payment.state == "expiring" else self.payment.kind
-        self.idempotency_key = f"agent-orders-{call}-{self.payment.id}"
-
-
-async def claim(
-    conn: Conn, me: str, lease: float, *, ids: list[UUID] | None = None, limit: int = 10
-) -> list[Job]:
-    """Take `pending` and `expiring` rows (these `ids`, or any that are due) for a lease."""
-    cur = await conn.execute(
-        "with due as ("
-        " select id from agent_orders.payments where state in ('pending', 'expiring')"
-        " and (%(ids)s::uuid[] is not null and id = any(%(ids)s)"
-        "   or %(ids)s::uuid[] is null and next_attempt_at <= now())"
-        " and (locked_until is null or locked_until < now())"
-        " order by next_attempt_at limit %(n)s for update skip locked"
-        ") update agent_orders.payments p set locked_until = now()"
-        " + make_interval(secs => %(lease)s), locked_by = %(me)s from due where p.id = due.id"
-        " returning p.stripe_account, p.stripe_payment_intent, p.attempts, " + _P_COLUMNS,
-        {"ids": ids, "n": limit, "lease": lease, "me": me},
-    )
-    rows = await cur.fetchall()
-    jobs = []
-    for r in rows:
-        order = await orders.get_order(conn, r["order_id"])
-        jobs.append(
-            Job(
-                payment=Payment.model_validate(r),
-                order=order,
-                stripe_account=r["stripe_account"],
-                payment_intent=r["stripe_payment_intent"],
-                attempts=r["attempts"],
-            )
-        )
-    return jobs
-
-
-async def checkout_created(
-    conn: Conn, job: Job, me: str, *, session_id: str, url: str, expires_at: datetime
-) -> Payment | None:
-    """The session exists at Stripe. If the order was cancelled while it was being made (the
-    row went from `pending` to `expired`), it is to be closed there at once."""
-    cur = await conn.execute(
-        "update agent_orders.payments set state = case when state = 'pending' then 'open'"
-        " else 'expiring' end, stripe_id = %(sid)s, url = %(url)s,"
-        " expires_at = %(exp)s, attempts = case when state = 'pending' then attempts + 1"
-        " else 0 end, next_attempt_at = now(), last_error = null,"
-        " locked_until = null, locked_by = null, updated_at = now()"
-        " where id = %(id)s and locked_by = %(me)s"
-        " and (state = 'pending' or state = 'expired' and stripe_id is null)"
-        " returning " + _COLUMNS,
-        {"id": job.payment.id, "me": me, "sid": session_id, "url": url, "exp": expires_at},
-    )
-    row = await cur.fetchone()
-    return Payment.model_validate(row) if row else None
-
-
-async def session_closed(conn: Conn, job: Job, me: str) -> None:
-    """The cancelled order's session is expired at Stripe (or was no longer open there)."""
-    await conn.execute(
-        "update agent_orders.payments set state = 'expired', attempts = attempts + 1,"
-        " last_error = null, locked_until = null, locked_by = null, updated_at = now()"
-        " where id = %(id)s and locked_by = %(me)s and state = 'expiring'",
-        {"id": job.payment.id, "me": me},
-    )
-
-
-async def refund_made(conn: Conn, job: Job, me: str, *, refund_id: str) -> None:
-    async with conn.transaction():
-        o = await _lock(conn, job.order.id)
-        cur = await conn.execute(
-            "update agent_orders.payments set state = 'succeeded', stripe_id = %(rid)s,"
-            " paid_at = now(), attempts = attempts + 1, last_error = null,"
-            " locked_until = null, locked_by = null, updated_at = now()"
-            " where id = %(id)s and locked_by = %(me)s and state = 'pending' returning " + _COLUMNS,
-            {"id": job.payment.id, "me": me, "rid": refund_id},
-        )
-        row = await cur.fetchone()
-        if row is not None:
-            await _refunded_event(conn, o, Payment.model_validate(row), SYSTEM)
-
-
-async def call_failed(conn: Conn, job: Job, me: str, *, error: str, retry_in: float | None) -> None:
-    """A Stripe call that did not go through: tried again after `retry_in` seconds, or (None)
-    given up — a refund's amount is then released and the owner told; a link that could not
-    be closed is left to expire at Stripe on its own (a payment on it is refunded)."""
-    async with conn.transaction():
-        o = await _lock(conn, job.order.id)
-        cur = await conn.execute(
-            "update agent_orders.payments set attempts = attempts + 1, last_error = %(error)s,"
-            " state = case when %(retry)s::float8 is not null then state"
-            "   when state = 'expiring' then 'expired' else 'failed' end,"
-            " next_attempt_at = now() + make_interval(secs => coalesce(%(retry)s::float8, 0)),"
-            " locked_until = null, locked_by = null, updated_at = now()"
-            " where id = %(id)s and locked_by = %(me)s and state in ('pending', 'expiring')"
-            " returning " + _COLUMNS,
-            {"id": job.payment.id, "me": me, "error": error[:500], "retry": retry_in},
-        )
-        row = await cur.fetchone()
-        if row is None or retry_in is not None or job.payment.kind != "refund":
-            return
-        p = Payment.model_validate(row)
-        await conn.execute(
-            "update agent_orders.orders set amount_refunded = amount_refunded - %(amount)s,"
-            " updated_at = now() where id = %(id)s",
-            {"id": o.id, "amount": p.amount},
-        )
-        o.amount_refunded -= p.amount
-        await _money(conn, o)
-        await _event(
-            conn,
-            o,
-            "payment_flagged",
-            SYSTEM,
-            note=f"Stripe refused a refund of {_amount_text(p.amount, o.currency)}: {error[:200]}",
-            visible=False,
-            data=_payment_data(p),
-        )
-
-
-# ---- Stripe's events ----------------------------------------------------------------------
-
-
-@dataclass
-class EventOutcome:
-    outcome: str
-    """What was done: `paid`, `flagged`, `expired`, `failed`, `refunded`, `duplicate`,
-    `unknown_order`, `ignored`, ..."""
-    order_id: UUID | None = None
-    pending: list[UUID] = field(default_factory=list)
-    """Payment rows now waiting for a Stripe call (a refund of a cancelled order)."""
-
-
-SESSION_EVENTS = frozenset(
-    {
-        "checkout.session.completed",
-        "checkout.session.async_payment_succeeded",
-        "checkout.session.async_payment_failed",
-        "checkout.session.expired",
-    }
-)
-
-
-async def handle_stripe_event(conn: Conn, event: dict[str, Any]) -> EventOutcome:
-    """Apply one verified Stripe event, once: its id is recorded in the same transaction, so a
-    replay (or a second delivery racing this one) finds it and changes nothing."""
-    async with conn.transaction():
-        cur = await conn.execute(
-            "insert into agent_orders.stripe_events (id, type, outcome) values"
-            " (%(id)s, %(type)s, 'received') on conflict (id) do nothing returning id",
-            {"id": str(event["id"]), "type": str(event["type"])},
-        )
-        if await cur.fetchone() is None:
-            return EventOutcome("duplicate")
-        obj = event["data"]["object"]
-        if event["type"] in SESSION_EVENTS:
-            result = await _session_event(conn, event["type"], obj)
-        elif event["type"] == "charge.refunded":
-            result = await _charge_refunded(conn, obj)
-        else:
-            result = EventOutcome("ignored")
-        await conn.execute(
-            "update agent_orders.stripe_events set outcome = %(outcome)s, order_id = %(order)s"
-            " where id = %(id)s",
-            {"id": str(event["id"]), "outcome": result.outcome, "order": result.order_id},
-        )
-        return result
-
-
-def _uuid(value: Any) -> UUID | None:
-    try:
-        return UUID(str(value))
-    except ValueError:
-        return None
-
-
-async def _session_event(conn: Conn, kind: str, session: dict[str, Any]) -> EventOutcome:
-    metadata = session.get("metadata")
-    metadata = metadata if isinstance(metadata, dict) else {}
-    order_id = _uuid(metadata.get("order_id") or session.get("client_reference_id"))
-    payment_id = _uuid(metadata.get("payment_id"))
-    if order_id is None:
-        return EventOutcome("unknown_order")
-    try:
-        o = await _lock(conn, order_id)
-    except NotFound:
-        return EventOutcome("unknown_order")
-    cur = await conn.execute(
-        "select " + _COLUMNS + " from agent_orders.payments where order_id = %(order)s"
-        " and kind = 'checkout' and (id = %(pid)s or stripe_id = %(sid)s) for update",
-        {"order": o.id, "pid": payment_id, "sid": str(session.get("id"))},
-    )
-    row = await cur.fetchone()
-    if row is None:
-        return EventOutcome("unknown_session", o.id)
-    p = Payment.model_validate(row)
-    done = p.state in ("succeeded", "flagged")
-    if kind == "checkout.session.expired":
-        if done or p.state == "failed":
-            return EventOutcome("ignored", o.id)
-        await _set(conn, p.id, "expired")
-        return EventOutcome("expired", o.id)
-    if kind == "checkout.session.async_payment_failed":
-        if done:
-            return EventOutcome("ignored", o.id)
-        await _set(conn, p.id, "failed", stripe_id=session.get("id"))
-        if o.amount_paid <= 0:
-            await conn.execute(
-                "update agent_orders.orders set payment_status = 'failed', updated_at = now()"
-                " where id = %(id)s",
-                {"id": o.id},
-            )
-        await _event(
-            conn,
-            o,
-            "payment_failed",
-            SYSTEM,
-            note="The payment did not go through.",
-            data=_payment_data(p),
-        )
-        return EventOutcome("failed", o.id)
-    # completed or async_payment_succeeded
-    if done:
-        return EventOutcome("already_recorded", o.id)
-    intent = session.get("payment_intent")
-    intent = intent.get("id") if isinstance(intent, dict) else intent
-    if session.get("payment_status") != "paid":
-        # Paid by a delayed method (a bank debit): async_payment_succeeded follows.
-        await _set(conn, p.id, p.state, stripe_id=session.get("id"), intent=intent)
-        return EventOutcome("awaiting_payment", o.id)
-    currency = str(session.get("currency") or "").upper()
-    total = session.get("amount_total")
-    received = from_minor(total, currency) if isinstance(total, int) and currency else None
-    if currency != p.currency or received != p.amount:
-        got = f"{received} {currency}" if received is not None else "no amount"
-        await _set(
-            conn, p.id, "flagged", stripe_id=session.get("id"), intent=intent, error=f"paid {got}"
-        )
-        await _event(
-            conn,
-            o,
-            "payment_flagged",
-            SYSTEM,
-            note=f"Stripe reported a payment of {got} for a link of"
-            f" {_amount_text(p.amount, p.currency)}: not marked paid; check it in Stripe.",
-            visible=False,
-            data=_payment_data(p) | {"received": got},
-        )
-        return EventOutcome("flagged", o.id)
-    paid = await _set(conn, p.id, "succeeded", stripe_id=session.get("id"), intent=intent)
-    if o.status != OrderStatus.cancelled:
-        await _paid(conn, o, paid, SYSTEM)
-        return EventOutcome("paid", o.id)
-    # Paid after the order was cancelled: keep the record, and give it all back.
-    await _money(conn, o, paid=paid.amount)
-    await _event(
-        conn,
-        o,
-        "payment_succeeded",
-        SYSTEM,
-        note=f"Payment of {_amount_text(paid.amount, o.currency)} received after the order"
-        " was cancelled: it is refunded in full.",
-        data=_payment_data(paid),
-    )
-    refunds = await _refund(conn, o, paid.amount, "paid after the order was cancelled", SYSTEM)
-    return EventOutcome("refunding", o.id, [r.id for r in refunds if r.state == "pending"])
-
-
-async def _set(
-    conn: Conn,
-    payment_id: UUID,
-    state: str,
-    *,
-    stripe_id: Any = None,
-    intent: Any = None,
-    error: str | None = None,
-) -> Payment:
-    cur = await conn.execute(
-        "update agent_orders.payments set state = %(state)s,"
-        " stripe_id = coalesce(stripe_id, %(sid)s),"
-        " stripe_payment_intent = coalesce(%(pi)s, stripe_payment_intent),"
-        " paid_at = case when %(state)s = 'succeeded' then now() else paid_at end,"
-        " last_error = coalesce(%(error)s, last_error), updated_at = now()"
-        " where id = %(id)s returning " + _COLUMNS,
-        {
-            "id": payment_id,
-            "state": state,
-            "sid": str(stripe_id) if stripe_id else None,
-            "pi": str(intent) if intent else None,
-            "error": error,
-        },
-    )
-    row = await cur.fetchone()
-    assert row is not None
-    return Payment.model_validate(row)
-
-
-async def _charge_refunded(conn: Conn, charge: dict[str, Any]) -> EventOutcome:
-    """A refund made in Stripe's dashboard: recorded for what our own refunds do not cover."""
-    intent = charge.get("payment_intent")
-    intent = intent.get("id") if isinstance(intent, dict) else intent
-    if not intent:
-        return EventOutcome("unknown_order")
-    cur = await conn.execute(
-        "select order_id from agent_orders.payments where stripe_payment_intent = %(pi)s"
-        " and state = 'succeeded' and kind in ('checkout', 'payment') limit 1",
-        {"pi": str(intent)},
-    )
-    found = await cur.fetchone()
-    if found is None:
-        return EventOutcome("unknown_order")
-    o = await _lock(conn, found["order_id"])
-    cur = await conn.execute(
-        "select p.id, p.stripe_account, coalesce((select sum(r.amount) from"
-        " agent_orders.payments r where r.parent_id = p.id"
-        " and r.state in ('pending', 'succeeded')), 0) as ours"
-        " from agent_orders.payments p where p.stripe_payment_intent = %(pi)s"
-        " and p.state = 'succeeded' and p.kind in ('checkout', 'payment') for update of p",
-        {"pi": str(intent)},
-    )
-    parent = await cur.fetchone()
-    assert parent is not None
-    refunded = charge.get("amount_refunded")
-    currency = str(charge.get("currency") or "").upper()
-    if not isinstance(refunded, int) or currency != o.currency:
-        return EventOutcome("ignored", o.id)
-    extra = from_minor(refunded, currency) - Decimal(parent["ours"])
-    if extra <= 0:
-        return EventOutcome("already_recorded", o.id)
-    extra = min(extra, o.refundable)
-    if extra <= 0:
-        return EventOutcome("ignored", o.id)
-    await conn.execute(_RESERVE, {"id": o.id, "amount": extra})
-    o.amount_refunded += extra
-    p = await _insert(
-        conn,
-        o,
-        kind="refund",
-        provider="stripe",
-        state="succeeded",
-        amount=extra,
-        parent_id=parent["id"],
-        reason="refunded in Stripe",
-        stripe_account=parent["stripe_account"],
-        stripe_id=str(charge.get("id")) + ":" + str(refunded),
-        paid_at=datetime.now(UTC),
-    )
-    await _refunded_event(conn, o, p, SYSTEM)
-    return EventOutcome("refunded", o.id)

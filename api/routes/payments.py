@@ -21,7 +21,7 @@ from agent_tools.errors import OrderError
 from agent_tools.models import Actor, PaymentStatus, Provenance
 from agent_tools.models.payments import ManualPayment, Payment, RefundRequest
 from agent_tools.payments import runner
-from agent_tools.service import orders, payments
+from agent_tools.service import orders, payments, stripe_events
 from api.deps import DbDep, IdempotencyKey, OwnerDep, StateDep
 from api.idempotency import idempotent
 from api.problems import errors
@@ -216,6 +216,6 @@ async def receive_stripe_event(request: Request, db: DbDep, state: StateDep) -> 
     ):
         raise InvalidSignature("a signed body that is not a Stripe event (id, type, data.object)")
     async with db.connection() as conn:
-        outcome = await payments.handle_stripe_event(conn, event)
+        outcome = await stripe_events.handle_stripe_event(conn, event)
     await runner.run_pending(db, outcome.pending, state.settings)
     return {"received": True, "outcome": outcome.outcome}
