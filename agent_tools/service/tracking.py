@@ -375,15 +375,6 @@ async def public_views(conn: Conn, keys: list[str]) -> dict[str, bytes]:
     return found
 
 
-async def public_view(conn: Conn, order_number: str) -> bytes:
-    """The public view of one order (`public_views`); `NotFound` when there is no such order."""
-    key = public_key(order_number)
-    view = (await public_views(conn, [key])).get(key)
-    if view is None:
-        raise NotFound("no order with that number and email", hint="check the order number")
-    return view
-
-
 @dataclass(frozen=True)
 class Lookup:
     """An order with its public and full views (JSON text from `_view_sql`)."""
