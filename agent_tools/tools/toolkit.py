@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from types import TracebackType
 from typing import Any
 from uuid import UUID
@@ -150,20 +150,27 @@ def _decode(arguments: str | bytes | Mapping[str, Any] | None) -> Any:
         ) from None
 
 
-def _check_text(value: Any) -> None:
+def _strings(value: Any) -> Iterator[tuple[str, str]]:
+    """Every string in the arguments (keys too), with the path of the field it is in."""
     stack: list[tuple[Any, str]] = [(value, "arguments")]
     while stack:
         node, path = stack.pop()
-        if isinstance(node, str) and _BAD_CHARS.search(node):
-            raise ValidationFailed(
-                f"{path} contains a NUL or invalid character", field=path, hint="send plain text"
-            )
-        if isinstance(node, dict):
+        if isinstance(node, str):
+            yield node, path
+        elif isinstance(node, dict):
             for k, v in node.items():
                 stack.append((k, path))
                 stack.append((v, f"{path}.{k}" if path != "arguments" else str(k)))
         elif isinstance(node, list):
             stack.extend((v, f"{path}[{i}]") for i, v in enumerate(node))
+
+
+def _check_text(value: Any) -> None:
+    for text, path in _strings(value):
+        if _BAD_CHARS.search(text):
+            raise ValidationFailed(
+                f"{path} contains a NUL or invalid character", field=path, hint="send plain text"
+            )
 
 
 class CardNumberRefused(ValidationFailed):
@@ -213,26 +220,14 @@ of digits by chance, and is never a card number."""
 def _refuse_card_numbers(value: Any) -> None:
     """One rule for every tool and argument: a card number is refused before anything reads,
     stores or logs the arguments. The error names the field, never the number."""
-    stack: list[tuple[Any, str]] = [(value, "arguments")]
-    while stack:
-        node, path = stack.pop()
-        if (
-            isinstance(node, str)
-            and not any(issued.fullmatch(node.strip()) for issued in _ISSUED)
-            and _card_number_in(node)
-        ):
+    for text, path in _strings(value):
+        if not any(issued.fullmatch(text.strip()) for issued in _ISSUED) and _card_number_in(text):
             raise CardNumberRefused(
                 f"{path} looks like a payment card number; it was not saved",
                 field=path,
                 hint="never take card numbers in the chat: tell the customer to keep their card"
                 " details private; they pay only through the payment link the store sends",
             )
-        if isinstance(node, dict):
-            for k, v in node.items():
-                stack.append((k, path))
-                stack.append((v, f"{path}.{k}" if path != "arguments" else str(k)))
-        elif isinstance(node, list):
-            stack.extend((v, f"{path}[{i}]") for i, v in enumerate(node))
 
 
 def _failure(exc: OrderError) -> dict[str, Any]:
