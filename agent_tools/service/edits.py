@@ -26,7 +26,6 @@ from agent_tools.errors import (
     OrderError,
     UnknownSku,
     ValidationFailed,
-    VersionConflict,
     parse,
 )
 from agent_tools.models import (
@@ -36,7 +35,6 @@ from agent_tools.models import (
     Order,
     OrderStatus,
     Provenance,
-    allowed_next,
 )
 from agent_tools.models.changes import EditPlan, OrderEdit, OrderSide
 from agent_tools.service import agents, catalog, orders, payments, shipments, stock
@@ -240,15 +238,9 @@ async def _checked_plan(
 ) -> tuple[EditPlan, dict[str, dict[str, Any]]]:
     """The plan, refused unless the version matches, the order is editable and the edit
     changes something; and the products' rows it read."""
-    if edit.expected_version is not None and edit.expected_version != order.version:
-        raise VersionConflict(
-            f"order {order.order_number} changed since version {edit.expected_version}"
-            f" (now {order.version})",
-            hint="reload the order and make the change again",
-            current_version=order.version,
-            current=order.status.value,
-            allowed=[s.value for s in allowed_next(order.status)],
-        )
+    orders.check_version(
+        order, edit.expected_version, hint="reload the order and make the change again"
+    )
     agent = await agents.get_agent(conn, order.agent_id)
     check_editable(order, agent)
     lines = edit.items is not None or edit.custom_lines is not None

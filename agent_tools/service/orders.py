@@ -257,6 +257,18 @@ async def add_event(
     )
 
 
+def check_version(order: Order, expected: int | None, *, hint: str) -> None:
+    """Refuse a change made against another version of the order (`If-Match`); None: any."""
+    if expected is not None and expected != order.version:
+        raise VersionConflict(
+            f"order {order.order_number} changed since version {expected} (now {order.version})",
+            hint=hint,
+            current_version=order.version,
+            current=order.status.value,
+            allowed=[s.value for s in allowed_next(order.status)],
+        )
+
+
 def _scope(owner_id: UUID | None, agent_id: UUID | None) -> tuple[sql.Composable, dict[str, Any]]:
     return (
         sql.SQL(
@@ -361,15 +373,7 @@ async def update_status(
     by = by or Provenance()
     async with conn.transaction():
         order = await get_order(conn, key, owner_id=owner_id, agent_id=agent_id, for_update=True)
-        if change.expected_version is not None and change.expected_version != order.version:
-            raise VersionConflict(
-                f"order {order.order_number} changed since version {change.expected_version}"
-                f" (now {order.version})",
-                hint="reload the order and try again",
-                current_version=order.version,
-                current=order.status.value,
-                allowed=[s.value for s in allowed_next(order.status)],
-            )
+        check_version(order, change.expected_version, hint="reload the order and try again")
         target = change.status
         at = _happened_at(order, change.at)
         tracking = {
