@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import json
 import secrets
 from collections.abc import Callable, Mapping
@@ -17,7 +18,12 @@ from datetime import UTC, date, datetime
 from typing import Any
 from urllib.parse import quote
 
-from agent_tools.models.shipments import Provider, TrackingUpdate
+from agent_tools.models.shipments import (
+    CarrierEventKind,
+    Provider,
+    TrackingEvent,
+    TrackingUpdate,
+)
 
 CARRIER_LINKS = {
     "ups": "https://www.ups.com/track?tracknum={n}",
@@ -47,6 +53,35 @@ def content_key(source: str, *parts: object) -> str:
     """The dedupe key of an event without an id of its own: the hash of what it says."""
     raw = json.dumps([source, *parts], default=str, separators=(",", ":"))
     return f"{source}:sha256:{hashlib.sha256(raw.encode()).hexdigest()}"
+
+
+def check_signature(expected: str, headers: Mapping[str, str], header: str) -> None:
+    """`SignatureInvalid` unless the `header` holds `expected` (compared in constant time)."""
+    given = headers.get(header)
+    if not given:
+        raise SignatureInvalid(f"no {header} header")
+    if not hmac.compare_digest(expected.encode(), given.strip().encode()):
+        raise SignatureInvalid(f"{header} does not match the account's webhook secret")
+
+
+def scan(
+    source: str,
+    kind: CarrierEventKind,
+    at: datetime,
+    *,
+    location: str | None,
+    description: str | None,
+    carrier_status: str | None,
+) -> TrackingEvent:
+    """A provider's scan that has no id of its own: stored once, keyed by what it says."""
+    return TrackingEvent(
+        kind=kind,
+        at=at,
+        location=location,
+        description=description,
+        carrier_status=carrier_status,
+        dedupe_key=content_key(source, at.isoformat(), carrier_status, description, location),
+    )
 
 
 def parse_time(value: object) -> datetime | None:

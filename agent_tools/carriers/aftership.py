@@ -16,13 +16,13 @@ from typing import Any
 
 from agent_tools.carriers import (
     PayloadInvalid,
-    SignatureInvalid,
-    content_key,
+    check_signature,
     parse_day,
     parse_time,
+    scan,
     text,
 )
-from agent_tools.models.shipments import CarrierEventKind, TrackingEvent, TrackingUpdate
+from agent_tools.models.shipments import CarrierEventKind, TrackingUpdate
 
 HEADER = "aftership-hmac-sha256"
 
@@ -46,11 +46,7 @@ def signature(secret: str, body: bytes) -> str:
 
 
 def verify(secret: str, body: bytes, headers: Mapping[str, str]) -> None:
-    given = headers.get(HEADER)
-    if not given:
-        raise SignatureInvalid("no aftership-hmac-sha256 header")
-    if not hmac.compare_digest(signature(secret, body).encode(), given.strip().encode()):
-        raise SignatureInvalid("aftership-hmac-sha256 does not match the account's secret")
+    check_signature(signature(secret, body), headers, HEADER)
 
 
 def _kind(checkpoint: Mapping[str, Any]) -> CarrierEventKind | None:
@@ -88,14 +84,7 @@ def parse(payload: Any) -> list[TrackingUpdate]:
         message = text(cp.get("message"), 500)
         raw = text(cp.get("subtag"), 100) or text(cp.get("tag"), 100)
         events.append(
-            TrackingEvent(
-                kind=kind,
-                at=at,
-                location=location,
-                description=message,
-                carrier_status=raw,
-                dedupe_key=content_key("aftership", at.isoformat(), raw, message, location),
-            )
+            scan("aftership", kind, at, location=location, description=message, carrier_status=raw)
         )
     eta = msg.get("expected_delivery") or msg.get("order_promised_delivery_date")
     return [

@@ -17,13 +17,13 @@ from typing import Any
 
 from agent_tools.carriers import (
     PayloadInvalid,
-    SignatureInvalid,
-    content_key,
+    check_signature,
     parse_day,
     parse_time,
+    scan,
     text,
 )
-from agent_tools.models.shipments import CarrierEventKind, TrackingEvent, TrackingUpdate
+from agent_tools.models.shipments import CarrierEventKind, TrackingUpdate
 
 HEADER = "x-hmac-signature"
 
@@ -46,11 +46,7 @@ def signature(secret: str, body: bytes) -> str:
 
 
 def verify(secret: str, body: bytes, headers: Mapping[str, str]) -> None:
-    given = headers.get(HEADER)
-    if not given:
-        raise SignatureInvalid("no X-Hmac-Signature header")
-    if not hmac.compare_digest(signature(secret, body).encode(), given.strip().encode()):
-        raise SignatureInvalid("X-Hmac-Signature does not match the account's webhook secret")
+    check_signature(signature(secret, body), headers, HEADER)
 
 
 def _kind(detail: Mapping[str, Any]) -> CarrierEventKind | None:
@@ -89,14 +85,7 @@ def parse(payload: Any) -> list[TrackingUpdate]:
         message = text(detail.get("message"), 500)
         raw = text(detail.get("status_detail"), 100) or text(detail.get("status"), 100)
         events.append(
-            TrackingEvent(
-                kind=kind,
-                at=at,
-                location=location,
-                description=message,
-                carrier_status=raw,
-                dedupe_key=content_key("easypost", at.isoformat(), raw, message, location),
-            )
+            scan("easypost", kind, at, location=location, description=message, carrier_status=raw)
         )
     return [
         TrackingUpdate(
