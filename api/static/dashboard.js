@@ -602,19 +602,30 @@
         method: "PATCH", body: state.edit.body, headers: { "If-Match": '"' + order.version + '"' },
       });
     } catch (error) {
-      show($("detail-error"), explain(error));
-      if (error.problem && error.problem.code === "version_conflict") {
-        $("detail-error").append(" ", el("button", {
-          type: "button", class: "button small", onclick: () => openOrder(order.id),
-        }, "Reload order"));
-      }
+      showWriteError(error, order);
       return;
     }
     $("edit-diff").hidden = true;
-    await openOrder(updated.id);
-    show($("detail-message"), "Order " + updated.order_number + " is saved: total " +
+    await showSaved(updated, "Order " + updated.order_number + " is saved: total " +
       formatMoney(updated.total, updated.currency) + ".");
-    $("detail-heading").focus();
+  }
+
+  // A change to the open order failed: say why, and offer a reload when it changed meanwhile.
+  function showWriteError(error, order) {
+    show($("detail-error"), explain(error));
+    if (error.problem && error.problem.code === "version_conflict") {
+      $("detail-error").append(" ", el("button", {
+        type: "button", class: "button small", onclick: () => openOrder(order.id),
+      }, "Reload order"));
+    }
+  }
+
+  // A change to the open order went through: show the order as it is now, and refresh the
+  // list and the figures behind it.
+  async function showSaved(updated, message) {
+    await openOrder(updated.id);
+    show($("detail-message"), message);
+    $("detail-heading").focus(); // the button that was pressed is gone
     reloadList(false);
     loadStats().catch(() => {});
   }
@@ -644,19 +655,10 @@
         headers: { "If-Match": '"' + order.version + '"' },
       });
     } catch (error) {
-      show($("detail-error"), explain(error));
-      if (error.problem && error.problem.code === "version_conflict") {
-        $("detail-error").append(" ", el("button", {
-          type: "button", class: "button small", onclick: () => openOrder(order.id),
-        }, "Reload order"));
-      }
+      showWriteError(error, order);
       return;
     }
-    await openOrder(updated.id);
-    show($("detail-message"), "Order " + updated.order_number + " is now " + updated.status + ".");
-    $("detail-heading").focus(); // the button that was pressed is gone
-    reloadList(false);
-    loadStats().catch(() => {});
+    await showSaved(updated, "Order " + updated.order_number + " is now " + updated.status + ".");
   }
 
 
