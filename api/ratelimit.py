@@ -307,10 +307,10 @@ class SharedTrackingLimiter:
 
     async def hit(self, host: str | None) -> None:
         key = client_key(host)
-        counts = {
-            f"track:{key}:{seconds:.0f}": self._count(f"track:{key}:{seconds:.0f}", seconds, limit)
-            for seconds, limit in self.per_client
-        }
+        counts = {}
+        for seconds, limit in self.per_client:
+            name = f"track:{key}:{seconds:.0f}"
+            counts[name] = self._count(name, seconds, limit)
         failed = self._count(FAILED_KEY, 60.0, self.failures)
         await self._hit(counts)
         for count in counts.values():
