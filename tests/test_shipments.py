@@ -61,6 +61,18 @@ async def scan(
     return body
 
 
+async def ship_all(api: httpx.AsyncClient, number: str) -> str:
+    """One UPS parcel holding the whole order; its id."""
+    r = await api.post(
+        f"/api/orders/{number}/shipments",
+        json={"tracking_number": "1Z999AA10123456784"},
+        headers=bearer(OWNER),
+    )
+    assert r.status_code == 201, r.text
+    shipment: str = r.json()["id"]
+    return shipment
+
+
 async def status(api: httpx.AsyncClient, number: str) -> dict[str, Any]:
     r = await api.get(f"/api/orders/{number}", headers=bearer(OWNER))
     body: dict[str, Any] = r.json()
@@ -152,12 +164,7 @@ class TestSplitShipments:
         self, api: httpx.AsyncClient, store: Agent, db: Database
     ) -> None:
         number = await placed_a_week_ago(db, store, [{"sku": "MUG-BLUE", "quantity": 2}])
-        r = await api.post(
-            f"/api/orders/{number}/shipments",
-            json={"tracking_number": "1Z999AA10123456784"},
-            headers=bearer(OWNER),
-        )
-        assert r.status_code == 201
+        await ship_all(api, number)
         async with db.connection() as conn:
             with pytest.raises(OrderError) as refused:
                 await edits.apply(
@@ -199,12 +206,7 @@ class TestOwnerTrackingFields:
         self, api: httpx.AsyncClient, store: Agent, db: Database
     ) -> None:
         number = await placed_a_week_ago(db, store, [{"sku": "MUG-BLUE", "quantity": 1}])
-        r = await api.post(
-            f"/api/orders/{number}/shipments",
-            json={"tracking_number": "1Z999AA10123456784"},
-            headers=bearer(OWNER),
-        )
-        shipment = r.json()["id"]
+        shipment = await ship_all(api, number)
         r = await api.patch(
             f"/api/orders/{number}/status", json={"status": "cancelled"}, headers=bearer(OWNER)
         )
@@ -224,12 +226,7 @@ class TestWhatCustomersSee:
         self, api: httpx.AsyncClient, store: Agent, db: Database
     ) -> None:
         number = await placed_a_week_ago(db, store, [{"sku": "MUG-BLUE", "quantity": 1}])
-        r = await api.post(
-            f"/api/orders/{number}/shipments",
-            json={"tracking_number": "1Z999AA10123456784"},
-            headers=bearer(OWNER),
-        )
-        shipment = r.json()["id"]
+        shipment = await ship_all(api, number)
         await api.post(
             f"/api/orders/{number}/shipments/{shipment}/events",
             json={
@@ -257,12 +254,7 @@ class TestWhatCustomersSee:
         self, api: httpx.AsyncClient, store: Agent, db: Database
     ) -> None:
         number = await placed_a_week_ago(db, store, [{"sku": "MUG-BLUE", "quantity": 1}])
-        r = await api.post(
-            f"/api/orders/{number}/shipments",
-            json={"tracking_number": "1Z999AA10123456784"},
-            headers=bearer(OWNER),
-        )
-        shipment = r.json()["id"]
+        shipment = await ship_all(api, number)
         for kind, hours in (("in_transit", 1), ("in_transit", 2), ("out_for_delivery", 9)):
             await scan(api, number, shipment, kind, hours)
         toolkit = Toolkit(db)
