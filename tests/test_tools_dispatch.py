@@ -211,6 +211,20 @@ class TestPlaceAndConfirm:
         assert other["draft_id"] in err["message"] and other["draft_id"] in err["hint"]
         assert (await toolkit.call(ctx, "confirm_order", {"draft_id": other["draft_id"]}))["ok"]
 
+    async def test_the_same_order_drafted_in_parallel_is_one_draft(
+        self, db: Database, toolkit: Toolkit, store: Agent
+    ) -> None:
+        # A host running a model's duplicate calls at once: the conversation's lock (taken
+        # with the catalog read) makes each call see the draft the one before it committed.
+        ctx = context(store)
+        drafts = await asyncio.gather(
+            *(toolkit.call(ctx, "place_order", place_args()) for _ in range(8))
+        )
+        assert all(d["ok"] for d in drafts), drafts
+        assert len({d["draft_id"] for d in drafts}) == 1
+        assert not any("replaces_draft_id" in d for d in drafts)
+        assert (await census(db))["drafts"] == 1
+
     async def test_drafts_expire(self, db: Database, store: Agent) -> None:
         toolkit = Toolkit(db, settings=get_settings().model_copy(update={"draft_ttl_seconds": 0}))
         ctx = context(store)
@@ -417,8 +431,12 @@ class TestCancel:
             ctx, "confirm_order", {"draft_id": draft["draft_id"]}, tool_call_id="call_c"
         )
         assert done["order"]["status"] == "cancelled"
+        # Its email was queued (the order has an address); without SMTP it is only kept.
+        kept = {"will_be_sent": False, "reason": "this store has no mail server set up yet"}
+        assert done["cancellation_email"] == kept
         again = await toolkit.call(ctx, "confirm_order", {"draft_id": draft["draft_id"]})
         assert again["already_confirmed"] is True
+        assert again["cancellation_email"] == kept
         counts = await census(db)
         assert counts["cancelled"] == 1 and counts["stock"]["MUG-BLUE"] == 20
         async with db.connection() as conn:

@@ -39,7 +39,7 @@ from agent_tools.models import (
 )
 from agent_tools.models.changes import EditPlan
 from agent_tools.models.common import STORED
-from agent_tools.service import catalog, edits, orders, payments, returns
+from agent_tools.service import catalog, edits, mail, orders, payments, returns
 
 _COLUMNS = (
     "id, kind, agent_id, conversation_id, turn, payload, order_id, created_at, expires_at,"
@@ -138,6 +138,17 @@ class Confirmation(BaseModel):
     order: Order
     repeated: bool
     """True when the draft had already been confirmed: the same order, nothing new written."""
+    mail_to: str | None = None
+    """The address the customer email about the effect was queued for; None: none was (no
+    address, or a kind of change that sends none)."""
+
+
+MAIL: dict[str, str] = {
+    "order": "confirmation",
+    "cancel": "cancelled",
+    "return": "return_requested",
+}
+"""The customer email each kind of draft's effect queues (through the outbox)."""
 
 
 def confirm_token(key: bytes, draft_id: str) -> str:
@@ -151,12 +162,13 @@ def _digest(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
 
-async def quote(conn: Conn, new: NewOrder) -> Quote:
-    """Price catalog items without reserving anything; refuses unknown, inactive or short skus."""
+async def quote(conn: Conn, new: NewOrder, *, lock: str | None = None) -> Quote:
+    """Price catalog items without reserving anything; refuses unknown, inactive or short skus.
+    `lock`: an advisory transaction lock the catalog read takes first."""
     wanted: dict[str, int] = {}
     for item in new.items:
         wanted[item.sku] = wanted.get(item.sku, 0) + item.quantity
-    agent, products = await catalog.offer(conn, new.agent_id, list(wanted))
+    agent, products = await catalog.offer(conn, new.agent_id, list(wanted), lock=lock)
     catalog.check_available(wanted, {s: (p.active, p.stock) for s, p in products.items()})
     lines = [
         LineItem(
@@ -178,11 +190,17 @@ async def quote(conn: Conn, new: NewOrder) -> Quote:
     )
 
 
+def _conversation_lock(agent_id: UUID, conversation_id: str) -> str:
+    """The advisory lock a conversation's drafting holds: two identical drafts made at once
+    (parallel tool calls) must find each other. Taken before the statement that reads the
+    conversation's open drafts, so that statement sees what the last holder committed."""
+    return f"agent-orders:draft:{agent_id}:{conversation_id}"
+
+
 async def _lock_conversation(conn: Conn, agent_id: UUID, conversation_id: str) -> None:
-    # Two identical drafts made at once (parallel tool calls) must find each other.
     await conn.execute(
         "select pg_advisory_xact_lock(hashtextextended(%(key)s, 0))",
-        {"key": f"agent-orders:draft:{agent_id}:{conversation_id}"},
+        {"key": _conversation_lock(agent_id, conversation_id)},
     )
 
 
@@ -307,8 +325,7 @@ async def draft_order(
     """
     new = parse(NewOrder, data)
     order_json = new.model_dump(mode="json")
-    await _lock_conversation(conn, new.agent_id, conversation_id)
-    priced = await quote(conn, new)
+    priced = await quote(conn, new, lock=_conversation_lock(new.agent_id, conversation_id))
     draft_id = DRAFT_PREFIX + secrets.token_hex(8)
     address = {k: v for k, v in order_json["shipping_address"].items() if v}
     cur = await conn.execute(
@@ -513,7 +530,9 @@ async def _carry_out(
     refusal comes before the first write."""
     if draft.confirmed_at is not None and draft.order_id is not None:
         order = await orders.get_order(conn, draft.order_id, agent_id=draft.agent_id)
-        return Confirmation(draft=draft, order=order, repeated=True)
+        kind = MAIL.get(draft.kind)
+        mail_to = await mail.queued_to(conn, order.id, kind) if kind else None
+        return Confirmation(draft=draft, order=order, repeated=True, mail_to=mail_to)
     if consent is None or consent not in ACCEPTED[draft.confirmation]:
         message, hint = _REFUSALS[draft.confirmation]
         raise ConfirmationRequired(message, hint=hint, confirmation=draft.confirmation.value)
@@ -590,12 +609,17 @@ async def _carry_out(
         order = await orders.get_order(conn, draft.order_id)
     cur = await conn.execute(
         "update agent_orders.drafts set order_id = %(order)s, confirmed_at = now()"
-        " where id = %(id)s returning " + _COLUMNS,
-        {"order": order.id, "id": draft.id},
+        " where id = %(id)s returning " + _COLUMNS + ", " + mail.QUEUED_TO + " as mail_to",
+        {"order": order.id, "id": draft.id, "mail": MAIL.get(draft.kind)},
     )
     updated = await cur.fetchone()
     assert updated is not None
-    return Confirmation(draft=Draft.model_validate(updated), order=order, repeated=False)
+    return Confirmation(
+        draft=Draft.model_validate(updated),
+        order=order,
+        repeated=False,
+        mail_to=updated["mail_to"],
+    )
 
 
 async def purge_expired(conn: Conn, *, keep_days: int = 7, limit: int = 1000) -> int:

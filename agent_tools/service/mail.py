@@ -74,17 +74,27 @@ def mask(address: str) -> str:
     return f"{local[:1]}***@{domain}"
 
 
-async def notice(conn: Conn, order_id: UUID, kind: str, *, smtp: bool) -> dict[str, Any]:
-    """Whether the customer gets the `kind` email about this order (queued by the outbox in
-    the transaction that made the change), for the agent to say truthfully."""
+QUEUED_TO = (
+    "(select to_address from agent_orders.mail_messages"
+    " where order_id = %(order)s and kind = %(mail)s order by id desc limit 1)"
+)
+"""The address the latest `mail` email about `order` was queued for (null: none), as an
+expression, for a statement that reads it beside other things."""
+
+
+async def queued_to(conn: Conn, order_id: UUID, kind: str) -> str | None:
     cur = await conn.execute(
-        "select to_address from agent_orders.mail_messages"
-        " where order_id = %(order)s and kind = %(kind)s order by id desc limit 1",
-        {"order": order_id, "kind": kind},
+        "select " + QUEUED_TO + " as to_address", {"order": order_id, "mail": kind}
     )
     row = await cur.fetchone()
-    if row is None:
+    return row["to_address"] if row else None
+
+
+def notice(to_address: str | None, *, smtp: bool) -> dict[str, Any]:
+    """Whether the customer gets an email queued (by the outbox, in the transaction that made
+    the change) for `to_address`, None if none was, for the agent to say truthfully."""
+    if to_address is None:
         return {"will_be_sent": False, "reason": "the order has no email address"}
     if not smtp:
         return {"will_be_sent": False, "reason": "this store has no mail server set up yet"}
-    return {"will_be_sent": True, "to": mask(row["to_address"])}
+    return {"will_be_sent": True, "to": mask(to_address)}

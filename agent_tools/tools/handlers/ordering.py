@@ -318,7 +318,7 @@ async def confirm_order(inv: Invocation, a: ConfirmOrderArgs) -> Result:
             "shipping": money(order.shipping_fee, cur),
             "ship_to": ship_to(order.shipping_address),
         }
-        email = await mail.notice(inv.conn, order.id, "confirmation", smtp=smtp)
+        email = mail.notice(done.mail_to, smtp=smtp)
         result["confirmation_email"] = email
         result["payment"] = await payment(inv, order, link=True, mode=done.draft.payment_mode)
         result["next"] = (
@@ -347,14 +347,14 @@ async def confirm_order(inv: Invocation, a: ConfirmOrderArgs) -> Result:
             "items": [f"{ln.quantity} x {ln.name}" for ln in opened.lines],
             "refund_up_to": money(opened.amount, order.currency),
         }
-        email = await mail.notice(inv.conn, order.id, "return_requested", smtp=smtp)
+        email = mail.notice(done.mail_to, smtp=smtp)
         result["return_email"] = email
         result["next"] = (
             "Tell the customer the return is requested: the store will tell them how to send"
             " the items back, and refunds once they arrive. Promise no date."
         )
     else:
-        email = await mail.notice(inv.conn, order.id, "cancelled", smtp=smtp)
+        email = mail.notice(done.mail_to, smtp=smtp)
         result["cancellation_email"] = email
         result["next"] = "Tell the customer the order is cancelled" + (
             f"; an email confirming it goes to {email['to']}." if email["will_be_sent"] else "."
