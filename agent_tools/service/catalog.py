@@ -251,6 +251,19 @@ async def all_skus(conn: Conn, agent_id: UUID) -> list[str]:
     return [r["sku"] for r in await cur.fetchall()]
 
 
+_OFFER = (
+    "select a.owner_id as agent_owner_id, a.name as agent_name, a.currency as agent_currency,"
+    " a.shipping_fee as agent_shipping_fee, a.confirmation as agent_confirmation,"
+    " a.language as agent_language, a.created_at as agent_created_at,"
+    " a.updated_at as agent_updated_at, " + _JOINED + " from"
+    # Strict: a null name takes no lock.
+    " (select pg_advisory_xact_lock(hashtextextended(%(lock)s, 0))) l"
+    " cross join agent_orders.agents a"
+    " left join agent_orders.products p on p.agent_id = a.id and p.sku = any(%(skus)s)"
+    " where a.id = %(agent)s"
+)
+
+
 async def offer(
     conn: Conn, agent_id: UUID, skus: Sequence[str], *, lock: str | None = None
 ) -> tuple[Agent, dict[str, Product]]:
@@ -258,19 +271,7 @@ async def offer(
 
     `lock`: the name of an advisory transaction lock the same statement takes first, so a
     caller that must hold one (drafting holds the conversation's) saves a round trip."""
-    cur = await conn.execute(
-        "select a.owner_id as agent_owner_id, a.name as agent_name, a.currency as agent_currency,"
-        " a.shipping_fee as agent_shipping_fee, a.confirmation as agent_confirmation,"
-        " a.language as agent_language,"
-        " a.created_at as agent_created_at,"
-        " a.updated_at as agent_updated_at, " + _JOINED + " from"
-        # Strict: a null name takes no lock.
-        " (select pg_advisory_xact_lock(hashtextextended(%(lock)s, 0))) l"
-        " cross join agent_orders.agents a"
-        " left join agent_orders.products p on p.agent_id = a.id and p.sku = any(%(skus)s)"
-        " where a.id = %(agent)s",
-        {"agent": agent_id, "skus": list(skus), "lock": lock},
-    )
+    cur = await conn.execute(_OFFER, {"agent": agent_id, "skus": list(skus), "lock": lock})
     rows = await cur.fetchall()
     if not rows:
         raise UnknownAgent(agent_id)

@@ -448,13 +448,15 @@ _REFUSALS: dict[ConfirmationMode, tuple[str, str]] = {
 }
 
 
+_LOCKED = (
+    "select " + _COLUMNS + ", expires_at <= now() as expired from agent_orders.drafts"
+    " where {where} for update"
+)
+
+
 async def _locked(conn: Conn, where: str, params: dict[str, Any]) -> tuple[Draft, bool] | None:
     """The draft matching `where`, locked for this transaction, and whether it expired."""
-    cur = await conn.execute(
-        "select " + _COLUMNS + ", expires_at <= now() as expired from agent_orders.drafts"
-        " where " + where + " for update",
-        params,
-    )
+    cur = await conn.execute(_LOCKED.format(where=where), params)
     row = await cur.fetchone()
     return (Draft.model_validate(row), bool(row["expired"])) if row else None
 
@@ -521,6 +523,13 @@ async def find_by_token(conn: Conn, token: str) -> tuple[Draft, bool, Order | No
     if draft.order_id is not None:
         order = await orders.get_order(conn, draft.order_id, agent_id=draft.agent_id)
     return draft, bool(row["expired"]), order
+
+
+_CONFIRMED = (
+    "update agent_orders.drafts set order_id = %(order)s, confirmed_at = now()"
+    " where id = %(id)s returning confirmed_at, " + mail.QUEUED_TO + " as mail_to"
+)
+"""The draft carried out, and where the email about it was queued (read in the same trip)."""
 
 
 async def _carry_out(
@@ -608,14 +617,14 @@ async def _carry_out(
         )
         order = await orders.get_order(conn, draft.order_id)
     cur = await conn.execute(
-        "update agent_orders.drafts set order_id = %(order)s, confirmed_at = now()"
-        " where id = %(id)s returning " + _COLUMNS + ", " + mail.QUEUED_TO + " as mail_to",
-        {"order": order.id, "id": draft.id, "mail": MAIL.get(draft.kind)},
+        _CONFIRMED, {"order": order.id, "id": draft.id, "mail": MAIL.get(draft.kind)}
     )
     updated = await cur.fetchone()
     assert updated is not None
     return Confirmation(
-        draft=Draft.model_validate(updated),
+        draft=draft.model_copy(
+            update={"order_id": order.id, "confirmed_at": updated["confirmed_at"]}
+        ),
         order=order,
         repeated=False,
         mail_to=updated["mail_to"],
