@@ -3,8 +3,14 @@
 The toolkit path is what an agent does: `place_order` (catalog pricing, a draft) in one
 customer turn, `confirm_order` in the next (stock reserved, order and event written). The
 baseline is one hand-written transaction per order on a plain psycopg pool: lock the
-products, take the stock, insert the order and its event. Both use pools of the default
-size, on the same server, in alternating rounds at 1, 8 and 32 concurrent clients.
+products, take the stock, insert the order and its event.
+
+Between them, the floor of the toolkit's own design: its statements (the same SQL, the
+same two transactions and round trips) sent by hand, with no models, validation or
+results around them. `toolkit / raw` is the target; `statements / raw` is how far a
+two-transaction order can get at all, and `toolkit / statements` what the Python around
+the statements costs. All use pools of the default size, on the same server, in
+alternating rounds at 1, 8 and 32 concurrent clients.
 """
 
 from __future__ import annotations
@@ -38,27 +44,25 @@ def _basket(store: Store, rnd: random.Random) -> list[tuple[str, int]]:
 
 
 class ToolkitClient:
-    """One chat per client: place_order in one customer turn, confirm_order in the next."""
+    """One chat per order, as each customer has their own: place_order in one customer turn,
+    confirm_order in the next."""
 
     def __init__(self, toolkit: Any, stores: list[Store], seed: int) -> None:
-        from agent_tools.tools import ToolContext
-
         self.toolkit = toolkit
         self.rnd = random.Random(seed)
         self.stores = stores
-        self.contexts = {
-            s.agent.id: ToolContext(
-                agent_id=s.agent.id,
-                conversation_id=f"bench-{seed}-{s.agent.id.hex[:8]}",
-                customer_email=f"client{seed}@example.com",
-                customer_verified=True,
-            )
-            for s in stores
-        }
+        self.seed = seed
 
     async def order(self) -> None:
+        from agent_tools.tools import ToolContext
+
         store = self.rnd.choice(self.stores)
-        ctx = self.contexts[store.agent.id]
+        ctx = ToolContext(
+            agent_id=store.agent.id,
+            conversation_id=f"bench-{secrets.token_hex(8)}",
+            customer_email=f"client{self.seed}@example.com",
+            customer_verified=True,
+        )
         ctx.turn += 1
         args = {
             "items": [{"sku": s, "quantity": q} for s, q in _basket(store, self.rnd)],
@@ -168,6 +172,127 @@ class RawClient:
             )
 
 
+class StatementsClient:
+    """The toolkit's statements by hand: two transactions, the same SQL, nothing around it."""
+
+    def __init__(self, pool: AsyncConnectionPool[Any], stores: list[Store], seed: int) -> None:
+        self.pool = pool
+        self.rnd = random.Random(seed)
+        self.stores = stores
+
+    async def order(self) -> None:
+        from psycopg.rows import dict_row
+        from psycopg.types.json import Jsonb
+
+        from agent_tools.service import catalog, drafts, orders, stock
+
+        store = self.rnd.choice(self.stores)
+        agent = store.agent
+        basket = dict(_basket(store, self.rnd))
+        conv = f"hand-{secrets.token_hex(8)}"
+        address = {
+            "line1": "1 Main St",
+            "city": "Portland",
+            "postal_code": "97201",
+            "country": "US",
+        }
+        draft_id = drafts.DRAFT_PREFIX + secrets.token_hex(8)
+        # The customer's turn: price from the catalog (with the chat's lock), keep a draft.
+        async with self.pool.connection() as conn:
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute(
+                catalog._OFFER, {"agent": agent.id, "skus": list(basket), "lock": conv}
+            )
+            rows = await cur.fetchall()
+            lines = [
+                {
+                    "sku": r["sku"],
+                    "name": r["name"],
+                    "quantity": basket[r["sku"]],
+                    "unit_price": str(r["unit_price"]),
+                    "line_total": str(r["unit_price"] * basket[r["sku"]]),
+                }
+                for r in rows
+            ]
+            subtotal = sum((r["unit_price"] * basket[r["sku"]] for r in rows), Decimal("0.00"))
+            order = {
+                "agent_id": str(agent.id),
+                "items": [{"sku": s, "quantity": q} for s, q in basket.items()],
+                "customer": {"name": "Bench Client", "email": "hand@example.com"},
+                "shipping_address": address,
+            }
+            await cur.execute(
+                drafts._DRAFT_ORDER,
+                {
+                    "id": draft_id,
+                    "digest": secrets.token_bytes(32),
+                    "agent": agent.id,
+                    "conv": conv,
+                    "turn": 1,
+                    "order": Jsonb(order),
+                    "quote": Jsonb({"lines": lines, "subtotal": str(subtotal)}),
+                    "ttl": drafts.DUPLICATE_WINDOW,
+                    "window": drafts.DUPLICATE_WINDOW,
+                    "address": Jsonb(address),
+                    "items": Jsonb(basket),
+                },
+            )
+            await cur.fetchone()
+        # The next turn: lock the draft and the products, write the order, mark the draft.
+        async with self.pool.connection() as conn:
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute(
+                drafts._LOCKED.format(
+                    where="id = %(id)s and agent_id = %(agent)s and conversation_id = %(conv)s"
+                ),
+                {"id": draft_id, "agent": agent.id, "conv": conv},
+            )
+            await cur.fetchone()
+            await cur.execute(
+                stock._CATALOG.format(lock="for update"),
+                {"agent": agent.id, "owner": None, "skus": sorted(basket)},
+            )
+            rows = await cur.fetchall()
+            tracked = sorted((r["id"], basket[r["sku"]]) for r in rows)
+            placed = None
+            while placed is None:
+                await cur.execute(
+                    orders._INSERT,
+                    {
+                        "number": orders.new_order_number(datetime.now(UTC).year),
+                        "agent": agent.id,
+                        "owner": agent.owner_id,
+                        "conv": conv,
+                        "name": "Bench Client",
+                        "email": "hand@example.com",
+                        "phone": None,
+                        "address": Jsonb(address),
+                        "lines": Jsonb(lines),
+                        "subtotal": subtotal,
+                        "fee": agent.shipping_fee,
+                        "total": subtotal + agent.shipping_fee,
+                        "currency": agent.currency,
+                        "cnotes": None,
+                        "inotes": None,
+                        "pstatus": "pending",
+                        "paid": Decimal(0),
+                        "pmethod": "card",
+                        "metadata": Jsonb({}),
+                        "verified": True,
+                        "actor": "agent",
+                        "by_conv": conv,
+                        "call": None,
+                        "ids": [t[0] for t in tracked],
+                        "qs": [t[1] for t in tracked],
+                    },
+                )
+                placed = await cur.fetchone()
+            await cur.execute(
+                drafts._CONFIRMED, {"order": placed["id"], "id": draft_id, "mail": "confirmation"}
+            )
+            await cur.fetchone()
+
+
 async def run(opts: Any) -> Result:
     from agent_tools.tools import Toolkit
 
@@ -195,38 +320,46 @@ async def run(opts: Any) -> Result:
             toolkit = Toolkit(db)
             for clients in LEVELS:
                 per_client = ORDERS_PER_ROUND[clients] // clients
-                raw_clients = [RawClient(pool, stores, 1000 + i) for i in range(clients)]
-                tool_clients = [ToolkitClient(toolkit, stores, i) for i in range(clients)]
-                # Warm both paths (connections, prepared statements, the signing key).
-                await concurrent(lambda i, c=raw_clients: c[i].order(), clients, 2)
-                await concurrent(lambda i, c=tool_clients: c[i].order(), clients, 2)
-                totals: dict[str, tuple[list[float], float]] = {"raw": ([], 0.0), "tk": ([], 0.0)}
+                groups: dict[str, list[Any]] = {
+                    "raw": [RawClient(pool, stores, 1000 + i) for i in range(clients)],
+                    "statements": [
+                        StatementsClient(pool, stores, 2000 + i) for i in range(clients)
+                    ],
+                    "toolkit": [ToolkitClient(toolkit, stores, i) for i in range(clients)],
+                }
+                # Warm every path (connections, prepared statements, the signing key).
+                for group in groups.values():
+                    await concurrent(lambda i, c=group: c[i].order(), clients, 2)
+                totals: dict[str, tuple[list[float], float]] = {k: ([], 0.0) for k in groups}
                 for _ in range(ROUNDS):
-                    for label, group in (("raw", raw_clients), ("tk", tool_clients)):
+                    for label, group in groups.items():
                         lat, wall = await concurrent(
                             lambda i, c=group: c[i].order(),
                             clients,
                             per_client,
                         )
                         totals[label] = (totals[label][0] + lat, totals[label][1] + wall)
-                raw = result.add(
-                    Figure.from_latencies(
-                        f"raw psycopg, {clients} clients",
-                        totals["raw"][0],
-                        wall=totals["raw"][1],
-                        note="baseline",
+                rate: dict[str, float] = {}
+                for label, name, note in (
+                    ("raw", "raw psycopg", "baseline"),
+                    ("statements", "toolkit's statements by hand", "two transactions, no models"),
+                    ("toolkit", "toolkit", "place_order + confirm_order"),
+                ):
+                    figure = result.add(
+                        Figure.from_latencies(
+                            f"{name}, {clients} clients",
+                            totals[label][0],
+                            wall=totals[label][1],
+                            note=note,
+                        )
                     )
+                    assert figure.per_s
+                    rate[label] = figure.per_s
+                result.ratios[f"toolkit / raw at {clients}"] = rate["toolkit"] / rate["raw"]
+                result.ratios[f"statements / raw at {clients}"] = rate["statements"] / rate["raw"]
+                result.ratios[f"toolkit / statements at {clients}"] = (
+                    rate["toolkit"] / rate["statements"]
                 )
-                tk = result.add(
-                    Figure.from_latencies(
-                        f"toolkit, {clients} clients",
-                        totals["tk"][0],
-                        wall=totals["tk"][1],
-                        note="place_order + confirm_order",
-                    )
-                )
-                assert raw.per_s and tk.per_s
-                result.ratios[f"toolkit / raw at {clients}"] = tk.per_s / raw.per_s
             result.targets.append(
                 Target(
                     "toolkit / raw orders/s at 8 clients",
