@@ -1,9 +1,10 @@
 """`dispatch`: what `Toolkit.call` adds to the service calls it wraps, in microseconds.
 
 `get_order_status` through the toolkit (JSON decoding, schema and model validation, the
-result dict) against the same reads made directly: `tracking.lookup` (the order and its
-views in one query), the signing key and the full view, each on a pooled connection.
-Alternating blocks, one call at a time.
+result dict) against the same service calls made directly in one transaction: the order and
+its views (`tracking.lookup`, one query), the signing key, the full view and tracking link,
+the order's problem reports and returns, and its store (for the payment status). Alternating
+blocks, one call at a time.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import json
 from typing import Any
 
 from agent_tools.db import Database
-from agent_tools.service import orders, tracking
+from agent_tools.service import agents, orders, problems, returns, tracking
 from bench.dataset import make_stores
 from bench.harness import Figure, Result, Target, fresh_database, timed
 
@@ -59,6 +60,9 @@ async def run(opts: Any) -> Result:
                     found = await tracking.lookup(conn, order.order_number, agent_id=ctx.agent_id)
                     key = await tracking.signing_key(conn)
                     found.view(full=True)
+                    await problems.list_for_order(conn, found.order.id)
+                    await returns.for_order(conn, found.order.id)
+                    await agents.get_agent(conn, found.order.agent_id)
                     tracking.tracking_url(key, found.order)
 
             samples: dict[str, list[float]] = {"toolkit": [], "service": []}
