@@ -3,6 +3,7 @@ workers, bounded in memory, and a global cap on failed lookups."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from uuid import uuid4
@@ -12,7 +13,7 @@ import redis.asyncio as aioredis
 
 from agent_tools.db import Database
 from agent_tools.models import Agent, Order
-from agent_tools.service import orders
+from agent_tools.service import orders, ratelimits
 from api.ratelimit import BoundedMemoryStorage, RateLimited, SharedTrackingLimiter, client_key
 from tests.api_support import assert_problem, client, make_app, settings
 from tests.conftest import order_data
@@ -152,6 +153,23 @@ async def test_workers_add_their_lookups_to_the_database_in_batches(db: Database
     await limiter.hit("198.51.100.20")
     assert await stored_hits(db, "track:198.51.100.20:60") == 11
     assert await stored_hits(db, "track:198.51.100.20:3600") == 11
+
+
+async def test_workers_adding_the_same_keys_at_once_never_deadlock(db: Database) -> None:
+    """Each worker adds its pending keys in whatever order it holds them. The counters are
+    updated in key order, so looks running at once wait for each other; otherwise
+    PostgreSQL aborts one as a deadlock, a 503 for every lookup it carried (the http
+    benchmark's two workers met it)."""
+    keys = [f"track:192.0.2.{i}:60" for i in range(6)]
+
+    async def look(order: list[str]) -> None:
+        async with db.reader() as conn:
+            await ratelimits.hit(conn, [(k, 60.0, 1) for k in order])
+
+    for _ in range(10):
+        await asyncio.gather(*(look(keys if i % 2 else keys[::-1]) for i in range(8)))
+    for key in keys:
+        assert await stored_hits(db, key) == 80
 
 
 async def test_workers_let_at_most_half_a_limit_through_unseen(db: Database) -> None:

@@ -40,8 +40,12 @@ async def hit(
 ) -> dict[str, Window]:
     """Add hits to each (key, window seconds, hits); also read the live window of `watch`
     without counting (not one of `windows`). Returns the windows by key (`watch` absent while
-    it has none)."""
+    it has none).
+
+    The counters are updated in key order: two workers adding the same keys at once would
+    otherwise lock them in opposite orders, and PostgreSQL would abort one as a deadlock."""
     assert watch is None or all(k != watch for k, _, _ in windows)
+    windows = sorted(windows)
     cur = await conn.execute(
         _HIT,
         {
