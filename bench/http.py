@@ -158,7 +158,9 @@ async def _load(
 
 def _per_request(run: dict[str, Any], key: str) -> float | None:
     value = run.get(key)
-    return None if value is None else float(value) / max(1, run["requests"])
+    # A process group's CPU can shrink by what a backend that exited meanwhile had used:
+    # a request cannot cost less than nothing.
+    return None if value is None else max(0.0, float(value)) / max(1, run["requests"])
 
 
 def _figure(name: str, run: dict[str, Any], expect: str) -> Figure:
