@@ -185,6 +185,12 @@ class Database:
             raise Unavailable(
                 "another change is holding these rows (lock timeout)", hint="retry in a moment"
             ) from exc
+        except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure) as exc:
+            # A deadlock or serialisation failure: the server is up, and a retry is the fix.
+            raise Unavailable(
+                "another change collided with this one, which was undone",
+                hint="retry in a moment",
+            ) from exc
         except psycopg.OperationalError as exc:
             raise Unavailable(
                 "the database could not be reached", hint="retry in a moment"

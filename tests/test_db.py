@@ -139,6 +139,19 @@ async def test_a_row_lock_held_too_long_is_a_quick_503(db_url: str) -> None:
     assert created.status == "pending"
 
 
+async def test_a_deadlock_is_a_503_that_says_to_retry(db: Database) -> None:
+    # PostgreSQL undid the transaction (SQLSTATE 40P01): the server is reachable.
+    with pytest.raises(Unavailable, match="collided") as raised:
+        async with db.connection() as conn:
+            await conn.execute(
+                "do $$ begin raise exception 'deadlock' using errcode = '40P01'; end $$"
+            )
+    assert raised.value.hint == "retry in a moment"
+    async with db.connection() as conn:  # the pool serves again
+        cur = await conn.execute("select 1 as one")
+        assert await cur.fetchone() == {"one": 1}
+
+
 def _server_pid(pgdata: Path) -> int | None:
     try:
         return int((pgdata / "postmaster.pid").read_text().split()[0])
