@@ -27,7 +27,7 @@ from agent_tools.tools import Toolkit
 from api import accesslog, docs, pages, problems
 from api.auth import JwtVerifier
 from api.bodylimit import BodyLimit
-from api.deps import AppState
+from api.deps import AppState, app_db
 from api.ratelimit import make_limiter
 from api.routes import (
     agents,
@@ -124,9 +124,9 @@ def create_app(*, database: Database | None = None, settings: ApiSettings | None
     _end_with_supervisor()
     settings = settings or get_api_settings()
 
-    def pool() -> Database | None:
+    def pool() -> Database:
         """The pool as the app holds it (opened by the lifespan, below)."""
-        return getattr(app.state, "db", None)
+        return app_db(app)
 
     state = AppState(
         settings=settings,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import Depends, Header, Request
@@ -46,11 +46,17 @@ async def get_state(request: Request) -> AppState:
 StateDep = Annotated[AppState, Depends(get_state)]
 
 
-async def get_db(request: Request) -> Database:
-    db: Database | None = getattr(request.app.state, "db", None)
+def app_db(app: Any) -> Database:
+    """The app's pool: a 503 while the server starts or stops (the lifespan opens and closes
+    it). For routes through `get_db`, and for what the app holds beside them."""
+    db: Database | None = getattr(app.state, "db", None)
     if db is None:
         raise Unavailable("the server is starting or stopping", hint="retry in a moment")
     return db
+
+
+async def get_db(request: Request) -> Database:
+    return app_db(request.app)
 
 
 DbDep = Annotated[Database, Depends(get_db)]

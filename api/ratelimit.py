@@ -220,7 +220,7 @@ class SharedTrackingLimiter:
     def __init__(
         self,
         settings: ApiSettings,
-        database: Callable[[], Database | None],
+        database: Callable[[], Database],
         *,
         flush_every: float = 0.05,
         clock: Callable[[], float] = time.time,
@@ -241,12 +241,6 @@ class SharedTrackingLimiter:
         self._pending: set[str] = set()
         """Keys with pending hits: a look visits these, not every key remembered."""
         self._looked_at = -math.inf
-
-    def _db(self) -> Database:
-        db = self.database()
-        if db is None:
-            raise Unavailable("the server is starting or stopping", hint="retry in a moment")
-        return db
 
     def _count(self, key: str, seconds: float, limit: int) -> _Count:
         count = self._counts.get(key)
@@ -278,7 +272,7 @@ class SharedTrackingLimiter:
         windows = [(k, self._counts[k].seconds, n) for k, n in batch.items()]
         watch = None if FAILED_KEY in batch else FAILED_KEY
         try:
-            async with self._db().reader() as conn:
+            async with self.database().reader() as conn:
                 seen = await ratelimits.hit(conn, windows, watch=watch)
         except BaseException:
             for key, n in batch.items():  # told nobody: they are still to be told
@@ -323,7 +317,7 @@ class SharedTrackingLimiter:
         await self._hit({FAILED_KEY: self._count(FAILED_KEY, 60.0, self.failures)})
 
 
-def make_limiter(settings: ApiSettings, database: Callable[[], Database | None]) -> Limiter:
+def make_limiter(settings: ApiSettings, database: Callable[[], Database]) -> Limiter:
     """Redis when configured; PostgreSQL when several workers must share without it; else
     one process's memory."""
     if settings.workers > 1 and not settings.redis_url:

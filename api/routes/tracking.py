@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from agent_tools.batching import Batcher
 from agent_tools.db import Database
-from agent_tools.errors import NotFound, Unavailable, ValidationFailed
+from agent_tools.errors import NotFound, ValidationFailed
 from agent_tools.service import tracking
 from agent_tools.service.tracking import TrackingView
 from api.deps import DbDep, StateDep, TrackingLimit, get_state, limit_tracking
@@ -21,14 +21,11 @@ from api.problems import errors
 router = APIRouter(tags=["tracking"])
 
 
-def public_views(pool: Callable[[], Database | None]) -> Batcher[str, bytes]:
+def public_views(pool: Callable[[], Database]) -> Batcher[str, bytes]:
     """The public views of the app's pool, concurrent lookups read in one statement."""
 
     async def read(keys: list[str]) -> dict[str, bytes]:
-        db = pool()
-        if db is None:
-            raise Unavailable("the server is starting or stopping", hint="retry in a moment")
-        async with db.reader() as conn:
+        async with pool().reader() as conn:
             return await tracking.public_views(conn, keys)
 
     return Batcher(read)
