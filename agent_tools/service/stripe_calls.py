@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 from agent_tools.db import Conn
@@ -64,48 +65,66 @@ async def claim(
     return jobs
 
 
+async def _record(
+    conn: Conn, job: Job, me: str, changes: str, *, states: str, **params: Any
+) -> dict[str, Any] | None:
+    """Write `changes` to the job's row and end its lease, if this runner still holds the
+    lease and the row's state meets `states`; the row as it is now, or None (nothing written:
+    the lease ran out and another runner took the row, or its state moved on)."""
+    cur = await conn.execute(
+        "update agent_orders.payments set " + changes + ", locked_until = null,"
+        " locked_by = null, updated_at = now()"
+        " where id = %(id)s and locked_by = %(me)s and (" + states + ")"
+        " returning " + payments.COLUMNS,
+        {"id": job.payment.id, "me": me, **params},
+    )
+    return await cur.fetchone()
+
+
 async def checkout_created(
     conn: Conn, job: Job, me: str, *, session_id: str, url: str, expires_at: datetime
 ) -> Payment | None:
     """The session exists at Stripe. If the order was cancelled while it was being made (the
     row went from `pending` to `expired`), it is to be closed there at once."""
-    cur = await conn.execute(
-        "update agent_orders.payments set state = case when state = 'pending' then 'open'"
-        " else 'expiring' end, stripe_id = %(sid)s, url = %(url)s,"
-        " expires_at = %(exp)s, attempts = case when state = 'pending' then attempts + 1"
-        " else 0 end, next_attempt_at = now(), last_error = null,"
-        " locked_until = null, locked_by = null, updated_at = now()"
-        " where id = %(id)s and locked_by = %(me)s"
-        " and (state = 'pending' or state = 'expired' and stripe_id is null)"
-        " returning " + payments.COLUMNS,
-        {"id": job.payment.id, "me": me, "sid": session_id, "url": url, "exp": expires_at},
+    row = await _record(
+        conn,
+        job,
+        me,
+        "state = case when state = 'pending' then 'open' else 'expiring' end,"
+        " stripe_id = %(sid)s, url = %(url)s, expires_at = %(exp)s,"
+        " attempts = case when state = 'pending' then attempts + 1 else 0 end,"
+        " next_attempt_at = now(), last_error = null",
+        states="state = 'pending' or state = 'expired' and stripe_id is null",
+        sid=session_id,
+        url=url,
+        exp=expires_at,
     )
-    row = await cur.fetchone()
     return Payment.model_validate(row) if row else None
 
 
 async def session_closed(conn: Conn, job: Job, me: str) -> None:
     """The cancelled order's session is expired at Stripe (or was no longer open there)."""
-    await conn.execute(
-        "update agent_orders.payments set state = 'expired', attempts = attempts + 1,"
-        " last_error = null, locked_until = null, locked_by = null, updated_at = now()"
-        " where id = %(id)s and locked_by = %(me)s and state = 'expiring'",
-        {"id": job.payment.id, "me": me},
+    await _record(
+        conn,
+        job,
+        me,
+        "state = 'expired', attempts = attempts + 1, last_error = null",
+        states="state = 'expiring'",
     )
 
 
 async def refund_made(conn: Conn, job: Job, me: str, *, refund_id: str) -> None:
     async with conn.transaction():
         o = await payments.lock_order(conn, job.order.id)
-        cur = await conn.execute(
-            "update agent_orders.payments set state = 'succeeded', stripe_id = %(rid)s,"
-            " paid_at = now(), attempts = attempts + 1, last_error = null,"
-            " locked_until = null, locked_by = null, updated_at = now()"
-            " where id = %(id)s and locked_by = %(me)s and state = 'pending' returning "
-            + payments.COLUMNS,
-            {"id": job.payment.id, "me": me, "rid": refund_id},
+        row = await _record(
+            conn,
+            job,
+            me,
+            "state = 'succeeded', stripe_id = %(rid)s, paid_at = now(),"
+            " attempts = attempts + 1, last_error = null",
+            states="state = 'pending'",
+            rid=refund_id,
         )
-        row = await cur.fetchone()
         if row is not None:
             await payments.refunded_event(conn, o, Payment.model_validate(row), payments.SYSTEM)
 
@@ -116,17 +135,18 @@ async def call_failed(conn: Conn, job: Job, me: str, *, error: str, retry_in: fl
     be closed is left to expire at Stripe on its own (a payment on it is refunded)."""
     async with conn.transaction():
         o = await payments.lock_order(conn, job.order.id)
-        cur = await conn.execute(
-            "update agent_orders.payments set attempts = attempts + 1, last_error = %(error)s,"
+        row = await _record(
+            conn,
+            job,
+            me,
+            "attempts = attempts + 1, last_error = %(error)s,"
             " state = case when %(retry)s::float8 is not null then state"
             "   when state = 'expiring' then 'expired' else 'failed' end,"
-            " next_attempt_at = now() + make_interval(secs => coalesce(%(retry)s::float8, 0)),"
-            " locked_until = null, locked_by = null, updated_at = now()"
-            " where id = %(id)s and locked_by = %(me)s and state in ('pending', 'expiring')"
-            " returning " + payments.COLUMNS,
-            {"id": job.payment.id, "me": me, "error": error[:500], "retry": retry_in},
+            " next_attempt_at = now() + make_interval(secs => coalesce(%(retry)s::float8, 0))",
+            states="state in ('pending', 'expiring')",
+            error=error[:500],
+            retry=retry_in,
         )
-        row = await cur.fetchone()
         if row is None or retry_in is not None or job.payment.kind != "refund":
             return
         p = Payment.model_validate(row)
